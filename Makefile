@@ -1,0 +1,41 @@
+# The two commands a new user runs (see README.md):
+#   make demo   train -> build -> serve (real Triton, CPU) -> query over HTTP and gRPC -> Locust load test -> report
+#   make test   the whole test suite, slow end-to-end tests included
+# Both create the virtual environment first when it is missing, stale or half-installed.
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: .venv demo test test-fast compose-config dashboards clean-demo help
+
+help:
+	@echo "make demo   - run the whole pipeline end to end on this CPU machine (about 10 minutes the first time)"
+	@echo "make test   - run the test suite (slow end-to-end tests included)"
+	@echo "make .venv  - only create/repair the virtual environment"
+
+.venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock common/bootstrap.py
+	@test -n "$(PYTHON)" || { echo "error: no python3.11 found on PATH; install Python 3.11 (Debian: apt-get install python3.11 python3.11-venv)"; exit 2; }
+	$(PYTHON) -m common.bootstrap --venv $(VENV)
+
+demo: $(STAMP)
+	$(PY) -m demo
+
+test: $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider -m "not slow"
+
+dashboards: $(STAMP)
+	$(PY) -m monitoring dashboards
+
+compose-config:
+	docker-compose -f docker-compose.yml config -q
+	docker-compose -f docker-compose.yml -f docker-compose.cpu.yml config -q
+
+clean-demo:
+	rm -rf .demo runs benchmarks/results

@@ -1,0 +1,347 @@
+"""Start the real Triton Inference Server against a model repository and keep it tidy.
+
+``python -m clients serve --repository model_repository`` (see ``--help``) or, from Python::
+
+    with TritonServer(ServerConfig(repository="model_repository")) as server:
+        print(server.http_url)
+
+What it guarantees:
+
+* pre-flight checks before anything starts: the repository exists and holds models, every model's configuration parses
+  with Triton's own ``model_config.proto`` (errors name the model, the file and the field), the ports are free;
+* readiness: it waits for ``/v2/health/ready`` with a timeout, and when Triton fails to load a model it reports Triton's
+  own one-line reason from the server log instead of a timeout;
+* safe defaults: every endpoint binds to 127.0.0.1; binding anything else requires an admin token in the environment
+  (``TRITON_ADMIN_TOKEN``), with which the model-control, shared-memory, trace and logging APIs are restricted;
+* no leftovers: SIGINT/SIGTERM and normal exit stop the server (SIGTERM, then SIGKILL after a grace period), and the
+  server is started with a parent-death signal, so even ``kill -9`` of the launcher does not leave a ``tritonserver``.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.errors import UserError, run_cli
+from common.net import http_ok, port_in_use
+from common.triton_config import config_path, load_config_file
+from common.triton_install import TritonNotInstalled, ensure_python_backend_stub, locate, server_environment
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+ADMIN_TOKEN_ENV = "TRITON_ADMIN_TOKEN"
+ADMIN_HEADER = "triton-admin-token"
+RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
+
+
+class ServerConfig(BaseModel):
+    """Everything that decides how Triton is started (loadable from TOML/YAML via ``common.config``)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    repository: Path = Field(description="model repository directory")
+    host: str = Field("127.0.0.1", description="address every endpoint binds to")
+    http_port: int = Field(8000, ge=1, le=65535)
+    grpc_port: int = Field(8001, ge=1, le=65535)
+    metrics_port: int = Field(8002, ge=1, le=65535)
+    config_name: str | None = Field(None, description="--model-config-name: picks configs/NAME.pbtxt per model")
+    model_control: Literal["none", "poll", "explicit"] = "none"
+    load_models: list[str] = Field(default_factory=list, description="explicit mode: models to load at start (all when empty)")
+    log_file: Path = Path(".cache/triton/server.log")
+    log_verbose: int = Field(0, ge=0)
+    ready_timeout_s: float = Field(120.0, gt=0)
+    exit_timeout_s: int = Field(5, ge=0, description="grace for in-flight requests on shutdown")
+    metrics_interval_ms: int = Field(1000, gt=0)
+    http_thread_count: int | None = Field(None, gt=0)
+    extra_args: list[str] = Field(default_factory=list, description="passed to tritonserver verbatim")
+
+    @property
+    def exposed(self) -> bool:
+        return self.host not in LOOPBACK
+
+
+def _set_parent_death_signal() -> None:
+    """In the child before exec: die with SIGTERM when the launcher dies (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except OSError:
+        pass
+
+
+_LOAD_ERROR = re.compile(r"failed to load '(?P<model>[^']+)' version (?P<version>\d+): (?P<reason>.*?)\"?$")
+_SERVICE_ERROR = re.compile(r"failed to start (?P<what>\w+) service: (?P<reason>.*?)\"?$")
+
+
+def first_error(log_text: str) -> str | None:
+    """The most useful single line from a Triton log that ended in failure."""
+    for line in log_text.splitlines():
+        match = _LOAD_ERROR.search(line)
+        if match:
+            return f"Triton failed to load model '{match['model']}' version {match['version']}: {match['reason'].strip()}"
+    for line in log_text.splitlines():
+        match = _SERVICE_ERROR.search(line)
+        if match:
+            return f"Triton failed to start its {match['what']} service: {match['reason'].strip()}"
+    for line in log_text.splitlines():
+        if line.startswith("E") and "] " in line:
+            return "Triton: " + line.split("] ", 1)[1].strip().strip('"')
+    return None
+
+
+class TritonServer:
+    """One tritonserver process; a context manager that always stops it."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.process: subprocess.Popen | None = None
+        self._log_handle = None
+
+    # -- addresses ---------------------------------------------------------------------------------------------------
+    @property
+    def _client_host(self) -> str:
+        return "127.0.0.1" if self.config.host in ("0.0.0.0", "::") else self.config.host
+
+    @property
+    def http_url(self) -> str:
+        return f"{self._client_host}:{self.config.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self._client_host}:{self.config.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self._client_host}:{self.config.metrics_port}/metrics"
+
+    # -- checks --------------------------------------------------------------------------------------------------------
+    def model_dirs(self) -> list[Path]:
+        repo = self.config.repository
+        return sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")) if repo.is_dir() else []
+
+    def preflight(self) -> list[str]:
+        """Check everything that can be checked before starting; raise UserError on the first problem."""
+        cfg = self.config
+        if not cfg.repository.is_dir():
+            raise UserError(f"model repository {cfg.repository} does not exist (expected a directory of model folders; "
+                            "build one with `python -m builders build`)")
+        models = self.model_dirs()
+        if not models:
+            raise UserError(f"model repository {cfg.repository} holds no model folders (expected <model>/config.pbtxt "
+                            "and <model>/<version>/; build one with `python -m builders build`)")
+        names = []
+        for model_dir in models:
+            path = config_path(model_dir, cfg.config_name)
+            if not path.is_file():
+                raise UserError(f"model '{model_dir.name}': {path} is missing (expected a Triton model configuration)")
+            try:
+                config = load_config_file(path)  # file:line:col and the field
+            except UserError as exc:
+                raise UserError(f"model '{model_dir.name}': {exc}") from None
+            if config.name and config.name != model_dir.name:
+                raise UserError(f"model '{model_dir.name}': {path}: field 'name' is {config.name!r} but must equal the "
+                                f"folder name {model_dir.name!r}")
+            names.append(model_dir.name)
+        ports = {"http_port": cfg.http_port, "grpc_port": cfg.grpc_port, "metrics_port": cfg.metrics_port}
+        if len(set(ports.values())) != len(ports):
+            raise UserError(f"the HTTP, gRPC and metrics ports must differ (got {ports})")
+        for field, port in ports.items():
+            if port_in_use(port, "0.0.0.0" if cfg.exposed else cfg.host):
+                raise UserError(f"port {port} ({field}) on {cfg.host} is already in use; stop what holds it "
+                                f"(`ss -ltnp 'sport = :{port}'`) or choose another with --{field.replace('_', '-')}")
+        if cfg.exposed and not os.environ.get(ADMIN_TOKEN_ENV):
+            raise UserError(f"binding Triton to {cfg.host} exposes it beyond this machine: set {ADMIN_TOKEN_ENV} to a "
+                            f"secret so the admin APIs ({', '.join(RESTRICTED_APIS)}) are restricted, or use --host 127.0.0.1")
+        return names
+
+    def command(self) -> list[str]:
+        cfg = self.config
+        install = locate()
+        args = [
+            str(install.binary),
+            f"--model-repository={cfg.repository.resolve()}",
+            f"--backend-directory={install.backend_dir}",
+            f"--http-address={cfg.host}", f"--http-port={cfg.http_port}",
+            f"--grpc-address={cfg.host}", f"--grpc-port={cfg.grpc_port}",
+            f"--metrics-address={cfg.host}", f"--metrics-port={cfg.metrics_port}",
+            "--allow-metrics=true", "--allow-gpu-metrics=true", "--allow-cpu-metrics=true",
+            f"--metrics-interval-ms={cfg.metrics_interval_ms}",
+            "--metrics-config=summary_latencies=true",
+            f"--exit-timeout-secs={cfg.exit_timeout_s}",
+            f"--model-control-mode={cfg.model_control}",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            "--disable-auto-complete-config",
+            f"--log-verbose={cfg.log_verbose}",
+        ]
+        if cfg.http_thread_count:
+            args.append(f"--http-thread-count={cfg.http_thread_count}")
+        if cfg.config_name:
+            args.append(f"--model-config-name={cfg.config_name}")
+        if cfg.model_control == "explicit":
+            args += [f"--load-model={m}" for m in cfg.load_models] or ["--load-model=*"]
+        token = os.environ.get(ADMIN_TOKEN_ENV)
+        if token:
+            restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={token}"
+            args += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
+        return args + list(cfg.extra_args)
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------------
+    def start(self) -> "TritonServer":
+        self.preflight()
+        try:
+            ensure_python_backend_stub()
+            command = self.command()
+        except TritonNotInstalled as exc:
+            raise UserError(str(exc)) from None
+        log_file = self.config.log_file
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        self._log_handle = open(log_file, "wb")
+        self.process = subprocess.Popen(
+            command, stdout=self._log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=server_environment(), start_new_session=True, preexec_fn=_set_parent_death_signal,
+        )
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.config.ready_timeout_s
+        ready_url = f"http://{self.http_url}/v2/health/ready"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                reason = first_error(self.log_text()) or f"tritonserver exited with status {self.process.returncode}"
+                self.stop()
+                raise UserError(f"{reason} (server log: {self.config.log_file})")
+            if http_ok(ready_url, timeout=1.0):
+                return
+            time.sleep(0.2)
+        reason = first_error(self.log_text())
+        self.stop()
+        raise UserError(f"Triton was not ready within {self.config.ready_timeout_s:.0f} s"
+                        + (f": {reason}" if reason else "") + f" (server log: {self.config.log_file})")
+
+    def log_text(self) -> str:
+        try:
+            return self.config.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, grace_s: float | None = None) -> int | None:
+        """SIGTERM, wait for Triton's own exit timeout plus a margin, then SIGKILL. Idempotent."""
+        proc = self.process
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            grace = self.config.exit_timeout_s + 10 if grace_s is None else grace_s
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout=10)
+        if self._log_handle:
+            self._log_handle.close()
+            self._log_handle = None
+        return proc.returncode
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def server_version(http_url: str, timeout: float = 2.0) -> str:
+    """The version Triton reports at ``/v2`` (proves the real server answers)."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{http_url}/v2", timeout=timeout) as resp:
+        meta = json.loads(resp.read())
+    return f"{meta.get('name', '?')} {meta.get('version', '?')}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repository", "--model-repository", dest="repository", default="model_repository",
+                        help="model repository directory (default: model_repository)")
+    parser.add_argument("--config", help="TOML/YAML file with ServerConfig fields; flags override it")
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1; anything else needs $%s)" % ADMIN_TOKEN_ENV)
+    parser.add_argument("--http-port", type=int, help="HTTP port (default 8000)")
+    parser.add_argument("--grpc-port", type=int, help="gRPC port (default 8001)")
+    parser.add_argument("--metrics-port", type=int, help="Prometheus metrics port (default 8002)")
+    parser.add_argument("--config-name", help="pick configs/NAME.pbtxt in every model folder (e.g. cpu, onnxruntime, tensorrt)")
+    parser.add_argument("--model-control", choices=["none", "poll", "explicit"], help="Triton model-control mode (default none)")
+    parser.add_argument("--load-model", action="append", dest="load_models", help="explicit mode: model to load (repeatable)")
+    parser.add_argument("--log-file", help="server log file (default .cache/triton/server.log)")
+    parser.add_argument("--ready-timeout", type=float, dest="ready_timeout_s", help="seconds to wait for readiness (default 120)")
+    parser.add_argument("--exit-timeout", type=int, dest="exit_timeout_s", help="seconds Triton waits for in-flight requests on shutdown (default 5)")
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    from common.config import load_config
+
+    overrides = {k: getattr(args, k, None) for k in ("host", "http_port", "grpc_port", "metrics_port", "config_name",
+                                                     "model_control", "load_models", "log_file", "ready_timeout_s",
+                                                     "exit_timeout_s")}
+    overrides["repository"] = args.repository
+    return load_config(ServerConfig, args.config, overrides)
+
+
+def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = None) -> int:
+    if args is None:
+        parser = argparse.ArgumentParser(prog="python -m clients serve", description=__doc__,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_arguments(parser)
+        args = parser.parse_args(argv)
+    config = config_from_args(args)
+    server = TritonServer(config)
+    stop_requested = []
+
+    def on_signal(signum, _frame):
+        stop_requested.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        names = server.preflight()
+        print(f"starting Triton on {config.host} with {len(names)} model(s): {', '.join(names)}", flush=True)
+        server.start()
+        print(f"ready: {server_version(server.http_url)}", flush=True)
+        print(f"  HTTP     http://{server.http_url}", flush=True)
+        print(f"  gRPC     {server.grpc_url}", flush=True)
+        print(f"  metrics  {server.metrics_url}", flush=True)
+        print(f"  log      {config.log_file}", flush=True)
+        print("press Ctrl-C to stop", flush=True)
+        while server.running():
+            time.sleep(0.5)
+        code = server.process.returncode
+        raise UserError(f"tritonserver exited unexpectedly with status {code}: "
+                        f"{first_error(server.log_text()) or 'see ' + str(config.log_file)}")
+    except KeyboardInterrupt:
+        print("stopping Triton…", flush=True)
+        return 0
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+if __name__ == "__main__":
+    run_cli(main)

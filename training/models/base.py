@@ -1,0 +1,79 @@
+"""What a trainable, exportable model is to the platform: one :class:`ModelSpec` subclass per file in this package.
+
+A spec bundles everything the trainer and the builders need to agree on without sharing code paths:
+
+* ``Arch`` / ``Data``: pydantic models of the architecture and the data set (their values go into the manifest, so the
+  builders can rebuild the same network and the same held-out split);
+* ``inputs`` / ``outputs``: the named tensors of the exported graph, with symbolic dims (``"batch"``, ``"sequence"``);
+* ``build``: the ``nn.Module``; its ``forward`` takes the inputs positionally in ``inputs`` order and returns a tuple in
+  ``outputs`` order (what ``torch.onnx.export`` and Triton see), with class logits first;
+* ``load_data``: deterministic train/val/test splits; ``collate`` turns a list of samples into ``(inputs, targets)``.
+"""
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+from torch.utils.data import Dataset
+
+from common.manifest import TensorSpec
+
+
+class StrictConfig(BaseModel):
+    """Base for configuration models: unknown keys are an error, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    labels: list[str]
+    version: str  # content hash of the data, recorded in the manifest as data_version
+    artifacts: dict[str, Any]  # data-derived things the model needs at serving time (e.g. a tokenizer)
+
+
+def hash_strings(parts: Sequence[str]) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode("utf-8"))
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+class ModelSpec(ABC):
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Arch: ClassVar[type[StrictConfig]]
+    Data: ClassVar[type[StrictConfig]]
+
+    @abstractmethod
+    def inputs(self, arch: Any) -> list[TensorSpec]: ...
+
+    @abstractmethod
+    def outputs(self, arch: Any) -> list[TensorSpec]: ...
+
+    @abstractmethod
+    def build(self, arch: Any) -> nn.Module: ...
+
+    @abstractmethod
+    def load_data(self, data: Any, arch: Any) -> Splits: ...
+
+    @abstractmethod
+    def collate(self, samples: list[Any]) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """Batch samples into (model inputs in ``inputs`` order, integer class targets)."""
+
+    @abstractmethod
+    def example_inputs(self, arch: Any, batch_size: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+        """Inputs with a realistic shape for export and warm-up (batch ≥ 2 so the batch axis stays dynamic)."""
+
+    def preprocessing(self, arch: Any, splits: Splits) -> dict[str, Any]:
+        """Serving hints stored in the manifest (e.g. pad id, maximum sequence length)."""
+        return {}
