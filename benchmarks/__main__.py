@@ -1,0 +1,45 @@
+"""``python -m benchmarks``: load tests, side-by-side comparisons and throughput measurements.
+
+Every command prints its figures and writes them (JSON, and PNG plots where they help) under benchmarks/results/.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Sequence
+
+from common.errors import run_cli
+
+# (command, module, one-line help). Each module has add_arguments(parser) and run(args) -> int | None.
+COMMANDS = [
+    ("loadtest", "benchmarks.loadtest", "headless Locust run against Triton (HTTP or gRPC) with an optional SLO gate"),
+    ("training", "benchmarks.training_throughput", "training throughput (samples/s) of every model on this machine"),
+    ("protocols", "benchmarks.client_protocols", "HTTP vs gRPC vs gRPC+shared memory against the real Triton"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name, help_text in COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # a benchmark module that is not part of this checkout
+        command = sub.add_parser(name, help=help_text, description=module.__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(command)
+        command.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args._module.run(args) or 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

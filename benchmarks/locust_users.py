@@ -1,0 +1,129 @@
+"""Locust users that call Triton over HTTP (FastHttpUser, binary or JSON tensors) and gRPC (tritonclient).
+
+Request bodies and gRPC input objects are built once per user from the prepared payloads, so the load generator
+spends its CPU on sending requests, not on encoding tensors (on a 2-core machine it shares the CPU with the server).
+Every request is reported to Locust's statistics and, when enabled, to the client latency histogram that Prometheus
+scrapes (see clients/metrics.py), so p99 can be aggregated across load-generator processes.
+"""
+from __future__ import annotations
+
+import itertools
+import random
+import time
+
+import grpc.experimental.gevent as grpc_gevent
+from locust import FastHttpUser, User, constant, task
+
+from benchmarks.load_settings import LoadSettings
+from benchmarks.payloads import load_payloads
+
+grpc_gevent.init_gevent()  # grpcio must cooperate with gevent, or one call blocks every simulated user
+
+SETTINGS = LoadSettings.from_env()
+PAYLOADS = load_payloads(SETTINGS.payload_file)
+
+
+def _wait_time():
+    if SETTINGS.arrival == "poisson":
+        rate = SETTINGS.rate_per_user
+        return lambda _user: random.expovariate(rate)
+    return constant(0)
+
+
+def _record_client_metrics(seconds: float, ok: bool) -> None:
+    if SETTINGS.client_metrics_port:
+        from clients.metrics import observe_request
+
+        observe_request(SETTINGS.model, SETTINGS.protocol, seconds, ok)
+
+
+def _datatype(array) -> str:
+    from tritonclient.utils import np_to_triton_dtype
+
+    return np_to_triton_dtype(array.dtype)
+
+
+class TritonHttpUser(FastHttpUser):
+    """POST /v2/models/<model>/infer with pre-encoded bodies (binary tensor data unless http_encoding=json)."""
+
+    wait_time = _wait_time()
+    host = f"http://{SETTINGS.host}:{SETTINGS.http_port}"
+    network_timeout = SETTINGS.request_timeout_s
+    connection_timeout = SETTINGS.request_timeout_s
+
+    def on_start(self):
+        import tritonclient.http as httpclient
+
+        binary = SETTINGS.http_encoding == "binary"
+        outputs = [httpclient.InferRequestedOutput(name, binary_data=binary) for name in SETTINGS.outputs] or None
+        self.bodies = []
+        for payload in PAYLOADS:
+            inputs = []
+            for name, array in payload.items():
+                tensor = httpclient.InferInput(name, list(array.shape), _datatype(array))
+                tensor.set_data_from_numpy(array, binary_data=binary)
+                inputs.append(tensor)
+            body, json_size = httpclient.InferenceServerClient.generate_request_body(inputs, outputs=outputs)
+            headers = {"Content-Type": "application/octet-stream"}
+            if json_size is not None:
+                headers["Inference-Header-Content-Length"] = str(json_size)
+            self.bodies.append((body, headers))
+        random.Random(id(self)).shuffle(self.bodies)
+        self.cycle = itertools.cycle(self.bodies)
+        version = f"/versions/{SETTINGS.model_version}" if SETTINGS.model_version else ""
+        self.path = f"/v2/models/{SETTINGS.model}{version}/infer"
+
+    @task
+    def infer(self):
+        body, headers = next(self.cycle)
+        start = time.perf_counter()
+        with self.client.post(self.path, data=body, headers=headers, name=SETTINGS.model, catch_response=True) as resp:
+            ok = resp.status_code == 200
+            if not ok:
+                detail = (resp.text or "")[:200] if resp.text else str(resp.error)
+                resp.failure(f"HTTP {resp.status_code}: {detail}")
+        _record_client_metrics(time.perf_counter() - start, ok)
+
+
+class TritonGrpcUser(User):
+    """tritonclient's gRPC client inside a Locust user, reporting each call to Locust's statistics."""
+
+    wait_time = _wait_time()
+
+    def on_start(self):
+        import tritonclient.grpc as grpcclient
+
+        self.client = grpcclient.InferenceServerClient(f"{SETTINGS.host}:{SETTINGS.grpc_port}")
+        self.outputs = [grpcclient.InferRequestedOutput(name) for name in SETTINGS.outputs] or None
+        requests = []
+        for payload in PAYLOADS:
+            inputs = []
+            for name, array in payload.items():
+                tensor = grpcclient.InferInput(name, list(array.shape), _datatype(array))
+                tensor.set_data_from_numpy(array)
+                inputs.append(tensor)
+            requests.append(inputs)
+        random.Random(id(self)).shuffle(requests)
+        self.cycle = itertools.cycle(requests)
+
+    def on_stop(self):
+        self.client.close()
+
+    @task
+    def infer(self):
+        from tritonclient.utils import InferenceServerException
+
+        inputs = next(self.cycle)
+        start = time.perf_counter()
+        error = None
+        length = 0
+        try:
+            result = self.client.infer(SETTINGS.model, inputs, model_version=SETTINGS.model_version,
+                                       outputs=self.outputs, client_timeout=SETTINGS.request_timeout_s)
+            length = result.get_response().ByteSize()
+        except InferenceServerException as exc:
+            error = exc
+        elapsed = time.perf_counter() - start
+        self.environment.events.request.fire(request_type="grpc", name=SETTINGS.model, response_time=elapsed * 1000.0,
+                                             response_length=length, exception=error, context={})
+        _record_client_metrics(elapsed, error is None)

@@ -1,0 +1,45 @@
+"""Locust entry point; run it through ``python -m benchmarks loadtest`` (which prepares payloads and settings).
+
+It binds exactly one user class (HTTP or gRPC) and at most one load shape, because Locust picks up every User and the
+first LoadTestShape it finds in this module. For more load than one process can generate (one Locust process is
+limited to one core), ``python -m benchmarks loadtest --workers N`` runs Locust's master/worker mode; across hosts,
+start ``locust -f benchmarks/locustfile.py --master`` on one machine and ``--worker --master-host HOST`` on others with
+the same LOADTEST_SETTINGS environment.
+"""
+import locust.stats
+
+from benchmarks.load_settings import LoadSettings
+
+locust.stats.CSV_STATS_FLUSH_INTERVAL_SEC = 2  # the progress line reads the history file; the default is 10 s
+
+_settings = LoadSettings.from_env()
+
+if _settings.protocol == "grpc":
+    from benchmarks.locust_users import TritonGrpcUser  # noqa: F401
+else:
+    from benchmarks.locust_users import TritonHttpUser  # noqa: F401
+
+if _settings.shape == "step":
+    from benchmarks.load_shapes import StepShape as LoadShape
+
+    LoadShape.settings = _settings
+elif _settings.shape == "ramp":
+    from benchmarks.load_shapes import RampShape as LoadShape
+
+    LoadShape.settings = _settings
+
+if _settings.client_metrics_port:
+    from locust import events
+
+    @events.init.add_listener
+    def _expose_client_metrics(environment, **_kwargs):
+        """Serve client latency histograms from load-generating processes (standalone or workers)."""
+        from locust.runners import MasterRunner, WorkerRunner
+        from prometheus_client import start_http_server
+
+        if isinstance(environment.runner, MasterRunner):
+            return
+        port = _settings.client_metrics_port
+        if _settings.client_metrics_port_per_worker and isinstance(environment.runner, WorkerRunner):
+            port += environment.runner.worker_index
+        start_http_server(port, addr=_settings.host if _settings.host in ("127.0.0.1", "localhost") else "0.0.0.0")
