@@ -1,0 +1,16 @@
+# Training, building (ONNX -> TensorRT plans for THIS host's GPU) and tooling on a GPU host.
+# Same NGC release as the Triton image (docker/triton.Dockerfile), so plans are built with the TensorRT version
+# Triton loads them with; the builders refuse to publish or load a plan whose metadata disagrees.
+ARG NGC_TAG=24.12
+FROM nvcr.io/nvidia/pytorch:${NGC_TAG}-py3
+WORKDIR /app
+COPY docker/requirements-ngc.txt /tmp/requirements-ngc.txt
+RUN pip install --no-cache-dir -r /tmp/requirements-ngc.txt
+COPY common ./common
+COPY training ./training
+COPY builders ./builders
+COPY clients ./clients
+COPY monitoring ./monitoring
+COPY benchmarks ./benchmarks
+COPY docker/prepare-models.sh ./docker/prepare-models.sh
+ENV PYTHONPATH=/app PYTHONUNBUFFERED=1

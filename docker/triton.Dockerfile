@@ -1,0 +1,5 @@
+# Triton for the GPU host: NVIDIA's image, plus what our python-backend models import (the textclf tokenizer and
+# label steps of the text ensemble, and the CPU runtime when a model is served with its default CPU config).
+ARG NGC_TAG=24.12
+FROM nvcr.io/nvidia/tritonserver:${NGC_TAG}-py3
+RUN pip install --no-cache-dir numpy==1.26.4 tokenizers==0.23.3 onnxruntime==1.31.1
