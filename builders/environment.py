@@ -1,0 +1,31 @@
+"""The build environment recorded in every lineage: library versions, interpreter, host, code version.
+
+A plan or a quantized file is only reproducible with the same toolchain, so the lineage says which one built it.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import socket
+import sys
+
+_PACKAGES = ("torch", "onnx", "onnxscript", "onnxslim", "onnxruntime", "onnxruntime-gpu", "tensorrt", "tokenizers",
+             "tritonclient", "nvidia-pytriton", "numpy")
+
+
+def build_environment() -> dict:
+    from training.export import code_version
+
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return {
+        "packages": versions,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "code_version": code_version(),
+    }

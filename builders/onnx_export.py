@@ -1,0 +1,163 @@
+"""PyTorch → ONNX with the manifest's names, dynamic batch/sequence axes, a pinned opset, checked and simplified.
+
+Why each step is here:
+
+* names come from the manifest (``image``/``input_ids`` → ``logits``/``probabilities``), never the exporter's
+  ``input.1``: configs and clients are written against those names;
+* the tracing example has batch ≥ 2 and every symbolic axis is declared with ``torch.export.Dim``: an example with
+  batch 1 silently fixes the batch at 1 and Triton later fails with "expected dimension 0 between 1 and 1";
+* the IR version is capped (``export.max_ir_version``) because the installed ONNX Runtime refuses newer files;
+* ``onnx.checker`` (full check, with shape inference) runs on every file we write; onnxslim's simplified graph is kept
+  only when it still passes the checker and parity (the caller decides, see :mod:`builders.pipeline`).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.errors import UserError
+from common.files import atomic_write_bytes, sha256_file
+from builders.settings import ExportConfig
+
+
+@dataclass
+class OnnxFile:
+    path: Path
+    opset: int
+    ir_version: int
+    simplified: bool
+    nodes: int
+    sha256: str
+    size_bytes: int
+
+    def to_dict(self) -> dict:
+        return {"file": self.path.name, "opset": self.opset, "ir_version": self.ir_version, "simplified": self.simplified,
+                "nodes": self.nodes, "sha256": self.sha256, "size_bytes": self.size_bytes}
+
+
+def _dynamic_shapes(exported, config: ExportConfig):
+    """One ``torch.export.Dim`` per symbolic axis name, shared by every input that uses it."""
+    import torch
+
+    limits = {"batch": config.max_batch_dim}
+    max_length = exported.manifest.preprocessing.get("max_length")
+    dims: dict[str, object] = {}
+    shapes = []
+    for spec in exported.manifest.inputs:
+        axes = {}
+        for axis, dim in enumerate(spec.shape):
+            if isinstance(dim, str):
+                if dim not in dims:
+                    upper = limits.get(dim, max_length)
+                    dims[dim] = torch.export.Dim(dim, min=1, max=int(upper)) if upper else torch.export.Dim(dim, min=1)
+                axes[axis] = dims[dim]
+        shapes.append(axes)
+    return tuple(shapes)
+
+
+def _exporter_reason(exc: BaseException) -> str:
+    """The informative line of an exporter failure (unsupported op names come first when present)."""
+    text = str(exc)
+    for line in text.splitlines():
+        if "Unsupported" in line or "unsupported" in line or "not supported" in line or "aten::" in line:
+            return line.strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def fix_ir_version(model, max_ir_version: int) -> None:
+    """Lower the IR version to what ONNX Runtime accepts, but never below what the opsets need."""
+    import onnx
+
+    needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    if model.ir_version > max_ir_version:
+        if needed > max_ir_version:
+            raise UserError(f"export.max_ir_version {max_ir_version} is below IR {needed}, which opset "
+                            f"{[o.version for o in model.opset_import]} requires; raise it or lower export.opset")
+        model.ir_version = max(needed, max_ir_version)
+
+
+def check(model, source: str) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:  # onnx.checker.ValidationError, shape inference errors
+        raise UserError(f"{source}: onnx.checker rejected the graph: {str(exc).splitlines()[0]}") from None
+
+
+def _check_names(model, exported, source: str) -> None:
+    initializers = {i.name for i in model.graph.initializer}
+    got_in = [vi.name for vi in model.graph.input if vi.name not in initializers]
+    got_out = [vi.name for vi in model.graph.output]
+    want_in = [t.name for t in exported.manifest.inputs]
+    want_out = [t.name for t in exported.manifest.outputs]
+    if got_in != want_in or got_out != want_out:
+        raise UserError(f"{source}: exported graph has inputs {got_in} and outputs {got_out}, but manifest.json "
+                        f"declares inputs {want_in} and outputs {want_out} (the model's forward must follow the manifest)")
+
+
+def _save(model, path: Path, simplified: bool) -> OnnxFile:
+    atomic_write_bytes(path, model.SerializeToString())
+    return OnnxFile(path, next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), model.ir_version,
+                    simplified, len(model.graph.node), sha256_file(path), path.stat().st_size)
+
+
+def export(exported, path: str | Path, config: ExportConfig) -> OnnxFile:
+    """Export the loaded training run to ``path`` (weights embedded), named, dynamic, checked."""
+    import onnx
+    import torch
+
+    path = Path(path)
+    manifest = exported.manifest
+    generator = torch.Generator().manual_seed(0)
+    example = exported.spec.example_inputs(exported.arch, config.example_batch, generator)
+    tmp = path.with_name(f".{path.name}.export")
+    captured = io.StringIO()
+    for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                exported.model, tuple(example), str(tmp), dynamo=True, external_data=False,
+                opset_version=config.opset, input_names=[t.name for t in manifest.inputs],
+                output_names=[t.name for t in manifest.outputs], dynamic_shapes=_dynamic_shapes(exported, config),
+                optimize=True, verify=False, report=False,
+            )
+        model = onnx.load(str(tmp))
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"cannot export model {manifest.model!r} from {exported.run_dir} to ONNX opset {config.opset}: "
+                        f"{_exporter_reason(exc)}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    _check_names(model, exported, str(path))
+    fix_ir_version(model, config.max_ir_version)
+    model.producer_name = "inference-platform builders"
+    onnx.helper.set_model_props(model, {"model": manifest.model, "weights_sha256": manifest.weights.sha256,
+                                        "data_version": manifest.data_version})
+    check(model, str(path))
+    return _save(model, path, simplified=False)
+
+
+def simplify(source: OnnxFile, path: str | Path, max_ir_version: int) -> OnnxFile:
+    """onnxslim's simplified copy of ``source`` written to ``path`` (checked); the caller keeps it only if parity holds."""
+    import onnx
+    import onnxslim
+
+    path = Path(path)
+    model = onnx.load(str(source.path))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            slim = onnxslim.slim(model)
+    except Exception as exc:
+        raise UserError(f"onnxslim could not simplify {source.path}: {_exporter_reason(exc)}") from None
+    fix_ir_version(slim, max_ir_version)
+    check(slim, str(path))
+    return _save(slim, path, simplified=True)

@@ -1,0 +1,68 @@
+"""Live rollout: ask a running Triton (explicit model-control mode) to load what was just published.
+
+Triton loads the new version beside the serving one and switches traffic only when it is ready, so requests keep
+succeeding. If it cannot load the new version, the old one keeps serving; :func:`load_published` then reports Triton's
+reason and the caller retracts the version from disk, so a restart does not pick up a version that cannot load.
+When the server restricts its admin APIs, the token in ``$TRITON_ADMIN_TOKEN`` is sent in ``triton-admin-token``.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Sequence
+
+from common.errors import UserError
+from clients.serve import ADMIN_HEADER, ADMIN_TOKEN_ENV
+
+
+def _headers() -> dict[str, str]:
+    token = os.environ.get(ADMIN_TOKEN_ENV)
+    return {ADMIN_HEADER: token} if token else {}
+
+
+def _client(url: str, timeout_s: float):
+    import tritonclient.http as httpclient
+
+    return httpclient.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
+
+
+def load_published(url: str, members: Sequence[str], primary: str, version: int, timeout_s: float) -> None:
+    """Load every member in order and check that ``primary`` now serves ``version``; a :class:`UserError` otherwise."""
+    from tritonclient.utils import InferenceServerException
+
+    client = _client(url, timeout_s)
+    try:
+        try:
+            if not client.is_server_live(headers=_headers()):
+                raise UserError(f"Triton at {url} is not live; nothing was loaded")
+        except InferenceServerException as exc:
+            raise UserError(f"cannot reach Triton at {url}: {exc.message()}") from None
+        for member in members:
+            try:
+                client.load_model(member, headers=_headers())
+            except InferenceServerException as exc:
+                raise UserError(f"Triton at {url} could not load model {member!r} version {version}: "
+                                f"{exc.message()}") from None
+            except Exception as exc:  # connection dropped, timeout
+                raise UserError(f"loading model {member!r} on Triton at {url} failed: {exc}") from None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if client.is_model_ready(primary, str(version), headers=_headers()):
+                return
+            time.sleep(0.2)
+        raise UserError(f"Triton at {url} did not report {primary!r} version {version} ready within {timeout_s:.0f} s")
+    finally:
+        client.close()
+
+
+def resync(url: str, members: Sequence[str], timeout_s: float) -> None:
+    """After a retraction: reload so Triton's view matches the repository again (best effort)."""
+    client = _client(url, timeout_s)
+    try:
+        for member in members:
+            try:
+                client.load_model(member, headers=_headers())
+            except Exception:
+                pass
+    finally:
+        client.close()

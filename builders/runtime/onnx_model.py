@@ -1,0 +1,143 @@
+"""Triton python-backend model: any ONNX graph on ONNX Runtime (CPU), with dynamic batching done right.
+
+Copied by the builders into every version directory as ``model.py`` next to ``model.onnx`` (and ``model.int8.onnx``).
+Self-contained: it imports only numpy, onnxruntime, the standard library and ``triton_python_backend_utils``, because it
+also runs inside NGC images where the platform's own packages are not installed.
+
+Every knob is a string parameter of ``config.pbtxt`` (written by ``python -m builders``):
+
+==================================  ==========================================================================
+``onnx_file``                       file in the version directory to run (``model.onnx`` or ``model.int8.onnx``)
+``intra_op_num_threads``            ONNX Runtime intra-op threads (0 = its default)
+``inter_op_num_threads``            inter-op threads (used with ``execution_mode=parallel``)
+``allow_spinning``                  ``0``/``1``: busy-waiting threads compete with Triton's on few cores
+``graph_optimization_level``        ``ORT_DISABLE_ALL`` … ``ORT_ENABLE_ALL``
+``execution_mode``                  ``sequential`` or ``parallel``
+``pad_values``                      JSON ``{input: value}``: inputs whose trailing axes may be right-padded to merge
+                                    requests of different lengths (only for models whose outputs do not depend on it)
+``max_dims``                        JSON ``{input: [max per non-batch axis]}``: larger requests are refused alone
+==================================  ==========================================================================
+
+``execute`` receives every request the dynamic batcher gathered. It validates each request on its own (a bad one gets
+its own error response), merges the rest along the batch axis (right-padding the ``pad_values`` inputs, grouping by
+shape otherwise), runs ONNX Runtime once per group, and hands each request its slice of the outputs. If a merged run
+fails, the group is re-run request by request so only the request that caused it gets the error.
+"""
+import json
+import os
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+_LEVELS = {
+    "ORT_DISABLE_ALL": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "ORT_ENABLE_BASIC": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "ORT_ENABLE_EXTENDED": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "ORT_ENABLE_ALL": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def _parameters(config):
+    return {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = _parameters(config)
+        version_dir = os.path.join(args["model_repository"], args["model_version"])
+        path = os.path.join(version_dir, params.get("onnx_file", "model.onnx"))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(params.get("intra_op_num_threads", "0"))
+        options.inter_op_num_threads = int(params.get("inter_op_num_threads", "0"))
+        options.execution_mode = (ort.ExecutionMode.ORT_PARALLEL if params.get("execution_mode") == "parallel"
+                                  else ort.ExecutionMode.ORT_SEQUENTIAL)
+        level = params.get("graph_optimization_level", "ORT_ENABLE_ALL")
+        if level not in _LEVELS:
+            raise ValueError(f"parameter graph_optimization_level is {level!r}; expected one of {sorted(_LEVELS)}")
+        options.graph_optimization_level = _LEVELS[level]
+        spinning = params.get("allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
+        self.session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+        self.input_names = [item["name"] for item in config["input"]]
+        self.output_names = [item["name"] for item in config["output"]]
+        pads = json.loads(params.get("pad_values", "{}"))
+        self.pad_values = [pads.get(name) for name in self.input_names]
+        limits = json.loads(params.get("max_dims", "{}"))
+        self.max_dims = [tuple(limits[name]) if name in limits else None for name in self.input_names]
+
+    # -- one request -------------------------------------------------------------------------------------------------
+    def _inputs_of(self, request):
+        arrays = []
+        for name, limit in zip(self.input_names, self.max_dims):
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is None:
+                raise ValueError(f"input '{name}' is missing")
+            array = tensor.as_numpy()
+            if limit is not None and any(size > most for size, most in zip(array.shape[1:], limit)):
+                raise ValueError(f"input '{name}' has shape {list(array.shape)}; the non-batch axes allow at most "
+                                 f"{list(limit)}")
+            arrays.append(array)
+        return arrays
+
+    def _respond(self, outputs, start, stop):
+        return pb_utils.InferenceResponse(output_tensors=[
+            pb_utils.Tensor(name, out[start:stop]) for name, out in zip(self.output_names, outputs)])
+
+    @staticmethod
+    def _error(message):
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
+
+    # -- merging -----------------------------------------------------------------------------------------------------
+    def _group_key(self, arrays):
+        """Requests with equal keys can share one run: equal shapes on every input that may not be padded."""
+        return tuple(a.shape[1:] for a, pad in zip(arrays, self.pad_values) if pad is None)
+
+    def _merge(self, parts, pad):
+        first = parts[0]
+        if len(parts) == 1:
+            return first
+        trailing = tuple(max(sizes) for sizes in zip(*(p.shape[1:] for p in parts)))
+        if all(p.shape[1:] == trailing for p in parts):
+            return np.concatenate(parts, axis=0)
+        merged = np.full((sum(p.shape[0] for p in parts),) + trailing, pad, dtype=first.dtype)
+        row = 0
+        for part in parts:
+            merged[(slice(row, row + part.shape[0]),) + tuple(slice(0, s) for s in part.shape[1:])] = part
+            row += part.shape[0]
+        return merged
+
+    def _run_group(self, group, responses):
+        """``group``: list of (response index, input arrays). One ONNX Runtime call for all of them."""
+        try:
+            feeds = {name: self._merge([arrays[k] for _, arrays in group], pad)
+                     for k, (name, pad) in enumerate(zip(self.input_names, self.pad_values))}
+            outputs = self.session.run(self.output_names, feeds)
+        except Exception as exc:  # ONNX Runtime errors (e.g. an id outside the vocabulary)
+            if len(group) == 1:
+                responses[group[0][0]] = self._error(f"inference failed: {str(exc).splitlines()[0]}")
+                return
+            for item in group:  # isolate the request that caused it
+                self._run_group([item], responses)
+            return
+        start = 0
+        for index, arrays in group:
+            stop = start + arrays[0].shape[0]
+            responses[index] = self._respond(outputs, start, stop)
+            start = stop
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        groups = {}
+        for index, request in enumerate(requests):
+            try:
+                arrays = self._inputs_of(request)
+            except ValueError as exc:
+                responses[index] = self._error(str(exc))
+                continue
+            groups.setdefault(self._group_key(arrays), []).append((index, arrays))
+        for group in groups.values():
+            self._run_group(group, responses)
+        return responses

@@ -1,0 +1,221 @@
+"""``config.pbtxt`` files built as typed ``inference.ModelConfig`` messages, never from string templates.
+
+Every configuration the builders write is constructed here from the manifest, the derived profiles
+(:mod:`builders.shapes`) and :class:`builders.settings.BuildConfig`, then serialized with protobuf's ``text_format`` and
+parsed back with Triton's schema (:func:`validate`), so a field name or enum value that ``model_config.proto`` does not
+know cannot reach disk. One model directory holds one configuration per serving target:
+
+==========================  =================================================================================
+``config.pbtxt``            the CPU path: python backend running ONNX Runtime (``builders/runtime/onnx_model.py``)
+``configs/cpu_int8.pbtxt``  the same, on the INT8 file (only when INT8 passed its accuracy margin)
+``configs/onnxruntime.pbtxt``  Triton's ``onnxruntime_onnx`` backend (NGC images, CPU or GPU)
+``configs/tensorrt.pbtxt``  ``tensorrt_plan`` on a GPU host (only when a plan was built)
+==========================  =================================================================================
+
+Triton reads ``configs/NAME.pbtxt`` when started with ``--model-config-name=NAME`` and ``config.pbtxt`` otherwise.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+from common.manifest import Manifest, TensorSpec
+from common.triton_config import config_to_text, parse_config_text
+from builders.dtypes import triton_type
+from builders.settings import BuildConfig
+from builders.shapes import Profile, WarmupSample, max_dims, warmup_samples
+
+DEFAULT_CONFIG = "config.pbtxt"
+CPU_INT8 = "cpu_int8"
+ONNXRUNTIME = "onnxruntime"
+TENSORRT = "tensorrt"
+
+
+def _pb():
+    from tritonclient.grpc import model_config_pb2
+
+    return model_config_pb2
+
+
+def _dims(spec: TensorSpec) -> list[int]:
+    """Triton dims of a batched tensor: the batch axis dropped, -1 for every other dynamic axis."""
+    return [d if isinstance(d, int) else -1 for d in spec.shape[1:]]
+
+
+def _add_io(config, manifest: Manifest) -> None:
+    for spec in manifest.inputs:
+        config.input.add(name=spec.name, data_type=triton_type(spec.dtype), dims=_dims(spec))
+    for spec in manifest.outputs:
+        config.output.add(name=spec.name, data_type=triton_type(spec.dtype), dims=_dims(spec))
+
+
+def _set_version_policy(config, settings: BuildConfig) -> None:
+    policy = settings.serving.version_policy
+    if policy.kind == "latest":
+        config.version_policy.latest.num_versions = policy.latest
+    elif policy.kind == "all":
+        config.version_policy.all.SetInParent()
+    else:
+        config.version_policy.specific.versions.extend(policy.versions)
+
+
+def _set_dynamic_batching(config, settings: BuildConfig) -> None:
+    batching = settings.serving.dynamic_batching
+    if not batching.enabled:
+        return
+    pb = _pb()
+    db = config.dynamic_batching
+    db.max_queue_delay_microseconds = batching.max_queue_delay_microseconds
+    db.preferred_batch_size.extend(sorted(set(batching.preferred_batch_sizes)))
+    db.preserve_ordering = batching.preserve_ordering
+    queue = db.default_queue_policy
+    queue.max_queue_size = batching.queue.max_queue_size
+    queue.default_timeout_microseconds = batching.queue.timeout_microseconds
+    queue.timeout_action = pb.ModelQueuePolicy.REJECT
+    queue.allow_timeout_override = batching.queue.allow_timeout_override
+
+
+def _add_warmup(config, manifest: Manifest, samples: Sequence[WarmupSample], count: int) -> None:
+    dtypes = {spec.name: spec.dtype for spec in manifest.inputs}
+    for sample in samples:
+        warm = config.model_warmup.add(name=sample.name, batch_size=sample.batch_size, count=count)
+        for name, dims in sample.dims.items():
+            entry = warm.inputs[name]
+            entry.data_type = triton_type(dtypes[name])
+            entry.dims.extend(dims)
+            # random integers could fall outside an embedding table; zeros are always valid ids
+            if dtypes[name].startswith("float"):
+                entry.random_data = True
+            else:
+                entry.zero_data = True
+
+
+def _set_parameters(config, values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        config.parameters[key].string_value = value if isinstance(value, str) else json.dumps(value)
+
+
+def pad_values(manifest: Manifest) -> dict[str, int]:
+    """Inputs the CPU runtime may right-pad to merge requests: only when the manifest gives a pad id and no output
+    has a dynamic non-batch axis (so padding cannot change what a request gets back)."""
+    pad = manifest.preprocessing.get("pad_id")
+    if pad is None or any(isinstance(d, str) for spec in manifest.outputs for d in spec.shape[1:]):
+        return {}
+    return {spec.name: int(pad) for spec in manifest.inputs if any(isinstance(d, str) for d in spec.shape[1:])}
+
+
+def _base(name: str, manifest: Manifest, settings: BuildConfig):
+    config = _pb().ModelConfig()
+    config.name = name
+    config.max_batch_size = settings.serving.max_batch_size
+    _set_version_policy(config, settings)
+    _add_io(config, manifest)
+    _set_dynamic_batching(config, settings)
+    return config
+
+
+def cpu_config(name: str, manifest: Manifest, profiles: Sequence[Profile], settings: BuildConfig,
+               onnx_file: str = "model.onnx"):
+    """The CPU path: python backend + ONNX Runtime, every session option a parameter."""
+    pb = _pb()
+    config = _base(name, manifest, settings)
+    config.backend = "python"
+    config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_CPU, count=settings.serving.cpu_instances)
+    rt = settings.cpu_runtime
+    _set_parameters(config, {
+        "onnx_file": onnx_file,
+        "intra_op_num_threads": str(rt.intra_op_num_threads),
+        "inter_op_num_threads": str(rt.inter_op_num_threads),
+        "allow_spinning": "1" if rt.allow_spinning else "0",
+        "graph_optimization_level": rt.graph_optimization_level,
+        "execution_mode": rt.execution_mode,
+        "pad_values": pad_values(manifest),
+        "max_dims": max_dims(profiles),
+    })
+    _add_warmup(config, manifest, warmup_samples(profiles, settings.serving.warmup_batch_sizes,
+                                                 settings.serving.max_batch_size), settings.serving.warmup_count)
+    return config
+
+
+def onnxruntime_config(name: str, manifest: Manifest, profiles: Sequence[Profile], settings: BuildConfig):
+    """Triton's own ``onnxruntime_onnx`` backend on ``model.onnx`` (NGC images; KIND_AUTO picks a GPU when present)."""
+    pb = _pb()
+    config = _base(name, manifest, settings)
+    config.platform = "onnxruntime_onnx"
+    config.backend = "onnxruntime"
+    config.default_model_filename = "model.onnx"
+    kind = getattr(pb.ModelInstanceGroup, settings.serving.onnxruntime_kind)
+    count = settings.serving.gpu_instances if kind != pb.ModelInstanceGroup.KIND_CPU else settings.serving.cpu_instances
+    config.instance_group.add(kind=kind, count=count)
+    _set_parameters(config, {"intra_op_thread_count": str(settings.cpu_runtime.intra_op_num_threads),
+                             "inter_op_thread_count": str(settings.cpu_runtime.inter_op_num_threads)})
+    _add_warmup(config, manifest, warmup_samples(profiles, settings.serving.warmup_batch_sizes,
+                                                 settings.serving.max_batch_size), settings.serving.warmup_count)
+    return config
+
+
+def tensorrt_config(name: str, manifest: Manifest, profiles: Sequence[Profile], settings: BuildConfig):
+    """``tensorrt_plan`` on ``model.plan``: one GPU instance group using every optimization profile of the plan."""
+    pb = _pb()
+    config = _base(name, manifest, settings)
+    config.platform = "tensorrt_plan"
+    config.backend = "tensorrt"
+    config.default_model_filename = "model.plan"
+    config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_GPU, count=settings.serving.gpu_instances,
+                              profile=[str(p.index) for p in profiles])
+    _add_warmup(config, manifest, warmup_samples(profiles, settings.serving.warmup_batch_sizes,
+                                                 settings.serving.max_batch_size), settings.serving.warmup_count)
+    return config
+
+
+# -- raw text in: tokenizer -> classifier -> labels -------------------------------------------------------------------
+def tokenizer_config(name: str, settings: BuildConfig, pad_id: int, output_name: str):
+    pb = _pb()
+    config = pb.ModelConfig(name=name, backend="python", max_batch_size=settings.serving.max_batch_size)
+    _set_version_policy(config, settings)
+    config.input.add(name="text", data_type="TYPE_STRING", dims=[1])
+    config.output.add(name=output_name, data_type="TYPE_INT64", dims=[-1])
+    _set_dynamic_batching(config, settings)
+    config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_CPU, count=1)
+    _set_parameters(config, {"tokenizer_file": "tokenizer.json", "pad_id": str(pad_id)})
+    return config
+
+
+def labels_config(name: str, settings: BuildConfig, num_classes: int):
+    pb = _pb()
+    config = pb.ModelConfig(name=name, backend="python", max_batch_size=settings.serving.max_batch_size)
+    _set_version_policy(config, settings)
+    config.input.add(name="probabilities", data_type="TYPE_FP32", dims=[num_classes])
+    config.output.add(name="label", data_type="TYPE_STRING", dims=[1])
+    config.output.add(name="score", data_type="TYPE_FP32", dims=[1])
+    _set_dynamic_batching(config, settings)
+    config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_CPU, count=1)
+    _set_parameters(config, {"labels_file": "labels.json"})
+    return config
+
+
+def text_ensemble_config(name: str, settings: BuildConfig, tokenizer: str, classifier: str, labels: str,
+                         input_ids: str, num_classes: int):
+    """``text`` → tokenizer → classifier → labels; clients send strings and get ``label``, ``score``, ``probabilities``."""
+    pb = _pb()
+    config = pb.ModelConfig(name=name, platform="ensemble", max_batch_size=settings.serving.max_batch_size)
+    _set_version_policy(config, settings)
+    config.input.add(name="text", data_type="TYPE_STRING", dims=[1])
+    config.output.add(name="label", data_type="TYPE_STRING", dims=[1])
+    config.output.add(name="score", data_type="TYPE_FP32", dims=[1])
+    config.output.add(name="probabilities", data_type="TYPE_FP32", dims=[num_classes])
+    steps = config.ensemble_scheduling
+    steps.step.add(model_name=tokenizer, model_version=-1, input_map={"text": "text"},
+                   output_map={input_ids: "_input_ids"})
+    steps.step.add(model_name=classifier, model_version=-1, input_map={input_ids: "_input_ids"},
+                   output_map={"probabilities": "probabilities"})
+    steps.step.add(model_name=labels, model_version=-1, input_map={"probabilities": "probabilities"},
+                   output_map={"label": "label", "score": "score"})
+    return config
+
+
+def to_text(config) -> str:
+    """Serialize and re-parse with Triton's schema: what is returned is known to be a valid ``model_config.proto``."""
+    text = config_to_text(config)
+    parse_config_text(text, f"generated configuration of {config.name!r}")
+    return text

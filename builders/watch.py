@@ -1,0 +1,56 @@
+"""Watch mode: follow a training run and publish every new best checkpoint through the same gate.
+
+The trainer rewrites ``RUN_DIR/manifest.json`` (atomically, last) whenever it exports a new best checkpoint. This loop
+polls that file's hash; each new manifest whose files verify is built by :func:`builders.pipeline.build` exactly as
+``python -m builders build`` would, gate included. A gate failure or a broken export is reported and the watch goes on
+(a later checkpoint may pass); Ctrl-C or SIGTERM stops it cleanly between builds.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from common.errors import UserError
+from common.files import sha256_file
+from common.manifest import MANIFEST_NAME
+from builders.pipeline import BuildRequest, build, summary_lines
+
+
+def watch(request: BuildRequest, interval_s: float, max_builds: int | None = None) -> int:
+    """Poll until stopped; returns the number of versions published."""
+    manifest = Path(request.run_dir) / MANIFEST_NAME
+    stop: list[int] = []
+
+    def on_signal(signum, _frame):
+        stop.append(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    seen: str | None = None
+    published = builds = 0
+    print(f"watching {manifest} every {interval_s:g} s (Ctrl-C to stop)", flush=True)
+    try:
+        while not stop:
+            digest = sha256_file(manifest) if manifest.is_file() else None
+            if digest and digest != seen:
+                seen = digest
+                builds += 1
+                print(f"new manifest {digest[:12]}: building", flush=True)
+                try:
+                    report = build(replace(request))
+                    print("\n".join(summary_lines(report)), flush=True)
+                    published += 1 if report.get("published") else 0
+                except UserError as exc:  # gate failure, broken export: report and keep watching
+                    print(f"not published: {exc}", file=sys.stderr, flush=True)
+                if max_builds is not None and builds >= max_builds:
+                    break
+            deadline = time.monotonic() + interval_s
+            while not stop and time.monotonic() < deadline:
+                time.sleep(min(0.2, interval_s))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(f"watch stopped: {published} version(s) published from {builds} manifest(s)", flush=True)
+    return published
