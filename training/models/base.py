@@ -40,6 +40,16 @@ class Splits:
     artifacts: dict[str, Any]  # data-derived things the model needs at serving time (e.g. a tokenizer)
 
 
+def record_label(record: dict[str, Any], index: int, labels: list[str]) -> int:
+    """The class index of a JSON record's ``label`` (a class name or index), or a ``ValueError`` naming the record."""
+    label = record.get("label")
+    if isinstance(label, str) and label in labels:
+        return labels.index(label)
+    if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(labels):
+        return label
+    raise ValueError(f"record {index}: label {label!r} is not one of {labels} (or an index 0..{len(labels) - 1})")
+
+
 def hash_strings(parts: Sequence[str]) -> str:
     digest = hashlib.sha256()
     for part in parts:
@@ -77,3 +87,11 @@ class ModelSpec(ABC):
     def preprocessing(self, arch: Any, splits: Splits) -> dict[str, Any]:
         """Serving hints stored in the manifest (e.g. pad id, maximum sequence length)."""
         return {}
+
+    def decode_records(self, records: list[dict[str, Any]], splits: Splits, arch: Any) -> Dataset:
+        """Labelled samples from JSON records (new data for the training sidecar), shaped like ``splits.train``.
+
+        Raise ``ValueError("record N: what is wrong (expected ...)")`` for the first malformed record. Models that
+        cannot learn from new records keep this default.
+        """
+        raise ValueError(f"model {self.name!r} does not accept new training records")

@@ -16,7 +16,7 @@ from torch.utils.data import TensorDataset
 from common.files import sha256_bytes
 from common.manifest import TensorSpec
 from training.models import register
-from training.models.base import ModelSpec, Splits, StrictConfig, hash_strings
+from training.models.base import ModelSpec, Splits, StrictConfig, hash_strings, record_label
 
 
 class DigitsArch(StrictConfig):
@@ -89,6 +89,20 @@ class Digits(ModelSpec):
         version = hash_strings(["digits-v1", sha256_bytes(images.tobytes()), sha256_bytes(targets.tobytes()),
                                 ",".join(map(str, train_idx)), ",".join(map(str, val_idx)), ",".join(map(str, test_idx))])
         return Splits(subset(train_idx), subset(val_idx), subset(test_idx), [str(d) for d in range(10)], version, {})
+
+    def decode_records(self, records, splits, arch):
+        """``{"image": 8x8 (or 64) intensities 0..16, "label": "3" or 3}`` per record."""
+        images, targets = [], []
+        for i, record in enumerate(records):
+            try:
+                image = np.asarray(record.get("image"), dtype=np.float32).reshape(1, 8, 8)
+            except (TypeError, ValueError):
+                raise ValueError(f"record {i}: image must be 8x8 (or 64) numbers 0..16") from None
+            if not np.isfinite(image).all() or image.min() < 0 or image.max() > 16:
+                raise ValueError(f"record {i}: image values must be finite and within 0..16")
+            images.append(image)
+            targets.append(record_label(record, i, splits.labels))
+        return TensorDataset(torch.from_numpy(np.stack(images)), torch.tensor(targets, dtype=torch.int64))
 
     def collate(self, samples):
         images = torch.stack([s[0] for s in samples])

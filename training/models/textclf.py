@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from common.manifest import TensorSpec
 from training.corpora import support_tickets
 from training.models import register
-from training.models.base import ModelSpec, Splits, StrictConfig, hash_strings
+from training.models.base import ModelSpec, Splits, StrictConfig, hash_strings, record_label
 
 PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"
 PAD_ID, UNK_ID, CLS_ID = 0, 1, 2
@@ -154,6 +154,18 @@ class TextClf(ModelSpec):
         version = hash_strings(["support_tickets-v1", *(f"{e.label}\t{e.text}" for e in train + val + test)])
         return Splits(encode(train), encode(val), encode(test), list(support_tickets.INTENTS), version,
                       {"tokenizer_json": tokenizer.to_str()})
+
+    def decode_records(self, records, splits, arch):
+        """``{"text": "...", "label": "billing" or 0}`` per record, tokenized with the run's fitted tokenizer."""
+        texts, targets = [], []
+        for i, record in enumerate(records):
+            text = record.get("text")
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"record {i}: text must be a non-empty string")
+            texts.append(text)
+            targets.append(record_label(record, i, splits.labels))
+        tokenizer = load_tokenizer(splits.artifacts["tokenizer_json"])
+        return TokenizedTexts([enc.ids for enc in tokenizer.encode_batch(texts)], targets)
 
     def collate(self, samples):
         ids = nn.utils.rnn.pad_sequence([s[0] for s in samples], batch_first=True, padding_value=PAD_ID)

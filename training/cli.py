@@ -1,0 +1,195 @@
+"""``python -m training``: train a registered model into a run directory; re-running the same command resumes.
+
+Flags override the ``--config`` TOML/YAML file, which overrides the defaults of :class:`training.config.RunConfig`;
+the whole configuration is validated before any work starts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+from common.errors import UserError, run_cli
+
+EPILOG = """\
+resume:
+  Re-running the same command with the same --run-dir continues from the newest good checkpoint (also after kill -9;
+  on CPU the final weights are bit-identical to an uninterrupted run). A damaged checkpoint is reported and skipped.
+  A run directory of another model or with other settings is refused. Raising --epochs extends a finished run.
+
+outputs in RUN_DIR:
+  run.json                  the run's identity (model + settings that decide the weights)
+  checkpoints/ckpt-*.pt     resumable checkpoints (+ .sha256); the last --keep-last and the best are kept
+  model.safetensors         exported weights (every new best during the run; best or last at the end)
+  manifest.json             what the builders read: model, arch, labels, metrics, data/code version, parent checkpoint
+  tokenizer.json            text models only: the tokenizer the server must use
+  metrics.jsonl             one JSON line per epoch; training_curves.png: loss, accuracy, lr per epoch
+
+distributed (PyTorch DDP; gloo on CPU, NCCL on GPU; --batch-size is the global batch):
+  torchrun --nproc_per_node=2 -m training --model digits --run-dir runs/digits --seed 0 --epochs 10
+  multi-node: the same command on every node, plus
+    --nnodes=2 --node_rank=<0|1> --rdzv_backend=c10d --rdzv_endpoint=<host-of-node-0>:29500 --rdzv_id=<job-id>
+  Only rank 0 writes the run directory (it needs no shared filesystem).
+
+sidecar (long-running, for docker compose):
+  python -m training --sidecar --model textclf --run-dir /runs/textclf --metrics-port 9402 --watch-dir /incoming
+  Checkpoints every --checkpoint-every-steps/--checkpoint-every-minutes (default 5 minutes), exports each new best,
+  then folds in new *.jsonl data from --watch-dir. SIGTERM stops it cleanly after the current step.
+
+exit status: 0 done (or stopped by SIGTERM in sidecar mode), 2 bad input or training diverged, 130/143 a plain run
+stopped by SIGINT/SIGTERM (after writing a checkpoint; re-run to resume).
+"""
+
+
+def _override_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from training import models
+
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train a registered model into a run directory: resumable, seeded, DDP-ready, observable. The "
+                    "result (model.safetensors + manifest.json) is what `python -m builders` consumes.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run = parser.add_argument_group("run")
+    run.add_argument("--model", help=f"registered model to train: {', '.join(models.names())} (or set `model` in --config)")
+    run.add_argument("--run-dir", required=True, help="directory of this run: created if new, resumed if it holds the "
+                                                      "same run, refused if it holds another one")
+    run.add_argument("--config", help="TOML/YAML/JSON file with RunConfig fields (e.g. training/configs/digits.toml); "
+                                      "flags override it")
+    run.add_argument("--seed", type=int, help="seed for initialisation, data order and dropout (default 0)")
+    run.add_argument("--epochs", type=int, help="total epochs of the run (default 10); resuming continues up to it")
+    run.add_argument("--max-train-samples", type=int, help="train on only the first N training samples (quick runs)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="any configuration field by dotted name, value as JSON or text, repeatable: "
+                          "--set data.train_size=4000 --set arch.layers=1 --set schedule.kind=plateau")
+
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--batch-size", type=int, help="global micro-batch size over all processes (default 64)")
+    opt.add_argument("--eval-batch-size", type=int, help="batch size for validation/test passes (default 256)")
+    opt.add_argument("--accumulate", type=int, help="micro-batches per optimizer step (gradient accumulation, default 1)")
+    opt.add_argument("--lr", type=float, help="peak AdamW learning rate (default 3e-3), must be > 0")
+    opt.add_argument("--weight-decay", type=float, help="AdamW weight decay on matrices/embeddings (default 0.01)")
+    opt.add_argument("--schedule", choices=["cosine", "linear", "constant", "plateau"],
+                     help="learning-rate schedule after warm-up (default cosine)")
+    opt.add_argument("--warmup-steps", type=int, help="warm-up optimizer steps (default: 5%% of all steps)")
+    opt.add_argument("--grad-clip", type=float, help="max gradient norm (default 1.0); 0 disables clipping")
+    opt.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"],
+                     help="mixed precision on CUDA (auto = bf16 where supported, else fp16 with a GradScaler); "
+                          "always off on CPU")
+    opt.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement (default 5, 0 = off)")
+    opt.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default auto: CUDA if present)")
+    opt.add_argument("--threads", type=int, help="torch CPU threads (default: PyTorch's choice)")
+
+    ck = parser.add_argument_group("checkpoints and export")
+    ck.add_argument("--keep-last", type=int, help="checkpoints kept besides the best (default 3)")
+    ck.add_argument("--checkpoint-every-steps", type=int, help="also checkpoint every N optimizer steps (default: per epoch)")
+    ck.add_argument("--checkpoint-every-minutes", type=float, help="also checkpoint every M minutes")
+    ck.add_argument("--export", choices=["best", "last"], help="weights exported at the end (default best validation)")
+
+    obs = parser.add_argument_group("observability")
+    obs.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (default 0 = off)")
+    obs.add_argument("--metrics-host", help="address the metrics server binds (default 0.0.0.0)")
+    obs.add_argument("--progress", choices=["auto", "on", "off"],
+                     help="tqdm progress bar: auto = on a terminal, periodic lines otherwise (default auto)")
+
+    side = parser.add_argument_group("sidecar mode")
+    side.add_argument("--sidecar", action="store_true", default=None,
+                      help="long-running service: periodic checkpoints, export on each best, then wait for new data")
+    side.add_argument("--watch-dir", help="sidecar: directory polled for new labelled *.jsonl files")
+    side.add_argument("--poll-seconds", type=float, help="sidecar: polling period of --watch-dir (default 30)")
+    side.add_argument("--epochs-per-round", type=int, help="sidecar: epochs trained on each arrival of new data (default 2)")
+    return parser
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    values = {
+        "model": args.model, "seed": args.seed, "epochs": args.epochs, "max_train_samples": args.max_train_samples,
+        "batch_size": args.batch_size, "grad_clip": args.grad_clip, "eval_batch_size": args.eval_batch_size, "accumulate": args.accumulate,
+        "optimizer.lr": args.lr, "optimizer.weight_decay": args.weight_decay, "schedule.kind": args.schedule,
+        "schedule.warmup_steps": args.warmup_steps, "amp": args.amp, "device": args.device, "threads": args.threads,
+        "early_stopping.patience": args.patience, "checkpoint.keep_last": args.keep_last,
+        "checkpoint.every_steps": args.checkpoint_every_steps,
+        "checkpoint.every_minutes": args.checkpoint_every_minutes, "checkpoint.export": args.export,
+        "metrics.port": args.metrics_port, "metrics.host": args.metrics_host, "progress.bar": args.progress,
+        "sidecar.enabled": args.sidecar, "sidecar.watch_dir": args.watch_dir,
+        "sidecar.poll_seconds": args.poll_seconds, "sidecar.epochs_per_round": args.epochs_per_round,
+    }
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set data.train_size=4000")
+        values[key.strip()] = _override_value(value)
+    return values
+
+
+def load(args: argparse.Namespace):
+    """The validated run configuration: defaults, then --config, then flags (nothing runs before this passes)."""
+    from training.config import resolve
+
+    overrides = overrides_from(args)
+    if overrides.get("model") is None and not args.config:
+        raise UserError("no model given: pass --model NAME (or set `model` in --config)")
+    return resolve(args.config, overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = load(args)
+    if config.sidecar.enabled:
+        return run_sidecar(config, args.run_dir)
+    return run_once(config, args.run_dir)
+
+
+def run_once(config, run_dir: str) -> int:
+    from training import distributed
+    from training.trainer import StopFlag, Trainer
+
+    ctx = distributed.setup(config.device)
+    stop = StopFlag()
+    stop.install()
+    trainer = Trainer(config, run_dir, ctx, stop)
+    try:
+        trainer.setup()
+        result = trainer.train()
+        if result.reason == "signal":
+            if ctx.is_main:
+                print(result.message, file=sys.stderr, flush=True)
+            return 143 if stop.requested == "SIGTERM" else 130
+        summary = trainer.finish()
+        if ctx.is_main:
+            print(f"done: {result.message}; test accuracy {100 * summary['test_accuracy']:.2f}% "
+                  f"with the {summary['weights']} weights; exported {summary['safetensors']} and {summary['manifest']}",
+                  file=sys.stderr, flush=True)
+        return 0
+    finally:
+        trainer.close()
+        stop.uninstall()
+        distributed.teardown(ctx)
+
+
+def run_sidecar(config, run_dir: str) -> int:
+    from training import distributed, sidecar
+    from training.trainer import StopFlag, Trainer
+
+    config = sidecar.with_checkpoint_period(config)
+    ctx = distributed.setup(config.device)
+    stop = StopFlag()
+    stop.install()
+    trainer = Trainer(config, run_dir, ctx, stop)
+    try:
+        return sidecar.serve(trainer, stop)
+    finally:
+        trainer.close()
+        stop.uninstall()
+        distributed.teardown(ctx)
+
+
+def entry() -> None:
+    run_cli(main)
