@@ -331,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository")
     p.add_argument("--triton-url", help="HOST:PORT of a Triton in explicit mode to load the version on")
     p.add_argument("--keep", type=int, help="versions to keep per model")
+    p.add_argument("--work-dir", type=Path, help="where rollout records go (overrides publish.work_dir)")
     _add_config(p)
     p.set_defaults(func=cmd_publish)
 
@@ -346,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=int, required=True, help="the kept version to serve again")
     p.add_argument("--triton-url", help="HOST:PORT of a Triton in explicit mode to load it on")
     p.add_argument("--keep", type=int, help="versions to keep per model")
+    p.add_argument("--work-dir", type=Path, help="where the rollback package is assembled (overrides publish.work_dir)")
     _add_config(p)
     p.set_defaults(func=cmd_rollback)
 

@@ -72,6 +72,14 @@ def quantize_file(fp32_path: Path, int8_path: Path, config: QuantizeConfig) -> N
         tmp.unlink(missing_ok=True)
 
 
+def decide(fp32_accuracy: float, int8_accuracy: float, max_drop: float) -> tuple[bool, str]:
+    """Accept INT8 only when held-out accuracy drops by at most ``max_drop`` (absolute)."""
+    drop = fp32_accuracy - int8_accuracy
+    if drop <= max_drop + 1e-12:
+        return True, f"accuracy drop {drop:.4f} is within the margin {max_drop}"
+    return False, f"accuracy drop {drop:.4f} exceeds quantize.max_accuracy_drop {max_drop}: not published"
+
+
 def build_int8(exported, splits, fp32_path: str | Path, int8_path: str | Path, config: QuantizeConfig,
                batch_size: int, fp32_accuracy: float | None = None) -> QuantizeReport:
     """Quantize, then compare size, latency and held-out accuracy with FP32 and decide."""
@@ -87,10 +95,7 @@ def build_int8(exported, splits, fp32_path: str | Path, int8_path: str | Path, c
     sample = next(heldout_batches(exported.spec, splits.test, config.latency_batch_size)).inputs
     fp32_latency = latency(fp32, sample, config.latency_iterations)
     int8_latency = latency(int8, sample, config.latency_iterations)
-    drop = fp32_accuracy - int8_accuracy
-    accepted = drop <= config.max_accuracy_drop
-    reason = (f"accuracy drop {drop:.4f} is within the margin {config.max_accuracy_drop}" if accepted else
-              f"accuracy drop {drop:.4f} exceeds quantize.max_accuracy_drop {config.max_accuracy_drop}: not published")
+    accepted, reason = decide(fp32_accuracy, int8_accuracy, config.max_accuracy_drop)
     return QuantizeReport(int8_path.name, sha256_file(int8_path), fp32_path.stat().st_size, int8_path.stat().st_size,
                           round(fp32_accuracy, 6), round(int8_accuracy, 6), fp32_latency, int8_latency,
                           config.max_accuracy_drop, accepted, reason, list(config.op_types))
