@@ -10,11 +10,24 @@ from common.errors import run_cli
 # (command, module, one-line help). Each module has add_arguments(parser) and main(argv=None, args=None).
 COMMANDS = [
     ("serve", "clients.serve", "start the real Triton server against a model repository and wait for readiness"),
+    ("infer", "clients.infer_cli", "send inputs (.npy/.npz/.json, or texts) to a served model and print predictions"),
+    ("health", "clients.health_cli", "wait until the server (and a model) is live and ready, or fail naming the URL"),
+    ("models", "clients.models_cli", "list the models a server knows, their state, inputs and outputs"),
 ]
+
+EPILOG = """examples:
+  python -m clients serve --repository model_repository
+  python -m clients health --url 127.0.0.1:8000 --timeout 30 --model digits
+  python -m clients models --details
+  python -m clients infer --model digits --input images.npy --protocol grpc --json
+  python -m clients infer --model textclf_text --text "my parcel never arrived"
+
+`python -m clients COMMAND --help` explains every option of a command."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m clients", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m clients", description=__doc__, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name, help_text in COMMANDS:
         module = importlib.import_module(module_name)

@@ -25,7 +25,7 @@ from clients.core import ClientCore, PlannedRequest, build_config
 from clients.errors import ClientError, DeadlineExceeded, ModelNotFound, ServerUnavailable
 from clients.model_info import ModelInfo
 from clients.results import InferenceResult
-from clients.retry import run_async
+from clients.retry import observed, run_async
 from clients.settings import ClientConfig
 from clients.transports.aio import AsyncTransport
 
@@ -50,10 +50,14 @@ class AsyncTritonClient:
         return self._core.protocol
 
     # -- health ---------------------------------------------------------------------------------------------------
+    async def _run(self, state, attempt):
+        with observed(state):
+            return await run_async(attempt, state)
+
     async def _probe(self, what: str, call, timeout_s: float | None, model: str = "") -> bool:
-        state = self._core.attempts(what, model, self._core.single_attempt_policy(timeout_s))
         try:
-            return bool(await run_async(call, state))
+            state = self._core.attempts(what, model, self._core.single_attempt_policy(timeout_s))
+            return bool(await self._run(state, call))
         except (ServerUnavailable, ModelNotFound, DeadlineExceeded):
             return False
 
@@ -94,22 +98,26 @@ class AsyncTritonClient:
             await asyncio.sleep(min(interval_s, left))
 
     async def server_version(self) -> str:
-        return await run_async(self._transport.server_version, self._core.attempts("server metadata"))
+        return await self._run(self._core.attempts("server metadata"), self._transport.server_version)
 
     async def models(self) -> list[dict[str, str]]:
-        return await run_async(self._transport.repository_index, self._core.attempts("repository index"))
+        return await self._run(self._core.attempts("repository index"), self._transport.repository_index)
 
     # -- models ---------------------------------------------------------------------------------------------------
-    async def model_info(self, model: str, version: str | None = None, *, policy=None) -> ModelInfo:
-        version = version or ""
+    async def model_info(self, model: str, version: str | None = None) -> ModelInfo:
+        state = self._core.attempts("model metadata", model)
+        with observed(state):
+            return await self._model_info(model, version or "", state)
+
+    async def _model_info(self, model: str, version: str, state) -> ModelInfo:
         cached = self._core.cached_info(model, version)
         if cached is not None:
             return cached
         try:
-            metadata = await run_async(lambda d: self._transport.model_metadata(model, version, d),
-                                       self._core.attempts("model metadata", model, policy))
-            config = await run_async(lambda d: self._transport.model_config(model, version, d),
-                                     self._core.attempts("model config", model, policy))
+            state.step("model metadata")
+            metadata = await run_async(lambda d: self._transport.model_metadata(model, version, d), state)
+            state.step("model config")
+            config = await run_async(lambda d: self._transport.model_config(model, version, d), state)
         except ModelNotFound:
             index = None
             with contextlib.suppress(ClientError):
@@ -120,8 +128,8 @@ class AsyncTritonClient:
         return self._core.remember_info(metadata, config, version)
 
     async def model_config(self, model: str, version: str | None = None):
-        return await run_async(lambda d: self._transport.model_config(model, version or "", d),
-                               self._core.attempts("model config", model))
+        return await self._run(self._core.attempts("model config", model),
+                               lambda d: self._transport.model_config(model, version or "", d))
 
     def forget(self, model: str | None = None) -> None:
         self._core.forget(model)
@@ -130,12 +138,13 @@ class AsyncTritonClient:
     async def infer(self, model: str, inputs: Any, version: str | None = None, outputs: Iterable[str] | None = None
                     ) -> InferenceResult:
         """See :meth:`clients.client.TritonClient.infer`."""
-        started = time.monotonic()
-        info = await self.model_info(model, version, policy=self._core.remaining_policy(started))
-        plan = self._core.plan(info, inputs, outputs)
-        state = self._core.attempts("infer", model, self._core.remaining_policy(started))
-        outputs_ = await run_async(lambda deadline: self._attempt(plan, deadline), state)
-        return self._core.result(plan, outputs_, state, started)
+        state = self._core.attempts("infer", model)
+        with observed(state):
+            info = await self._model_info(model, version or "", state)
+            plan = self._core.plan(info, inputs, outputs)
+            state.step("infer")
+            got = await run_async(lambda deadline: self._attempt(plan, deadline), state)
+        return self._core.result(plan, got, state)
 
     async def _attempt(self, plan: PlannedRequest, deadline: float) -> dict[str, np.ndarray]:
         info = plan.info

@@ -27,7 +27,7 @@ from clients.core import ClientCore, PlannedRequest, build_config
 from clients.errors import ClientError, DeadlineExceeded, ModelNotFound, ServerUnavailable
 from clients.model_info import ModelInfo
 from clients.results import InferenceResult
-from clients.retry import run_sync
+from clients.retry import observed, run_sync
 from clients.settings import ClientConfig
 from clients.transports.sync import open_sync_transport
 
@@ -52,10 +52,14 @@ class TritonClient:
         return self._core.protocol
 
     # -- health ---------------------------------------------------------------------------------------------------
+    def _run(self, state, attempt):
+        """One single-step call: retried per the policy, recorded in the latency histogram."""
+        with observed(state):
+            return run_sync(attempt, state)
+
     def _probe(self, what: str, call, timeout_s: float | None, model: str = "") -> bool:
-        state = self._core.attempts(what, model, self._core.single_attempt_policy(timeout_s))
         try:
-            return bool(run_sync(call, state))
+            return bool(self._run(self._core.attempts(what, model, self._core.single_attempt_policy(timeout_s)), call))
         except (ServerUnavailable, ModelNotFound, DeadlineExceeded):
             return False
 
@@ -104,24 +108,28 @@ class TritonClient:
             time.sleep(min(interval_s, left))
 
     def server_version(self) -> str:
-        return run_sync(self._transport.server_version, self._core.attempts("server metadata"))
+        return self._run(self._core.attempts("server metadata"), self._transport.server_version)
 
     def models(self) -> list[dict[str, str]]:
         """The repository index: name, version, state (READY, UNAVAILABLE...), reason."""
-        return run_sync(self._transport.repository_index, self._core.attempts("repository index"))
+        return self._run(self._core.attempts("repository index"), self._transport.repository_index)
 
     # -- models ---------------------------------------------------------------------------------------------------
-    def model_info(self, model: str, version: str | None = None, *, policy=None) -> ModelInfo:
+    def model_info(self, model: str, version: str | None = None) -> ModelInfo:
         """Inputs, outputs, batch limit and labels of ``model`` (fetched once per client, then cached)."""
-        version = version or ""
+        state = self._core.attempts("model metadata", model)
+        with observed(state):
+            return self._model_info(model, version or "", state)
+
+    def _model_info(self, model: str, version: str, state) -> ModelInfo:
         cached = self._core.cached_info(model, version)
         if cached is not None:
             return cached
-        state = self._core.attempts("model metadata", model, policy)
         try:
+            state.step("model metadata")
             metadata = run_sync(lambda d: self._transport.model_metadata(model, version, d), state)
-            config = run_sync(lambda d: self._transport.model_config(model, version, d),
-                              self._core.attempts("model config", model, policy))
+            state.step("model config")
+            config = run_sync(lambda d: self._transport.model_config(model, version, d), state)
         except ModelNotFound:
             index = None
             with contextlib.suppress(ClientError):
@@ -132,8 +140,8 @@ class TritonClient:
 
     def model_config(self, model: str, version: str | None = None):
         """The model's configuration as Triton's ``ModelConfig`` protobuf message (not cached)."""
-        return run_sync(lambda d: self._transport.model_config(model, version or "", d),
-                        self._core.attempts("model config", model))
+        return self._run(self._core.attempts("model config", model),
+                         lambda d: self._transport.model_config(model, version or "", d))
 
     def forget(self, model: str | None = None) -> None:
         """Drop cached model information so the next call reads it again."""
@@ -143,13 +151,17 @@ class TritonClient:
     def infer(self, model: str, inputs: Any, version: str | None = None, outputs: Iterable[str] | None = None
               ) -> InferenceResult:
         """Run ``model`` on ``inputs`` (an array, a mapping of input name to array, or text; see
-        :mod:`clients.inputs`) and return labels, scores and every requested output as numpy arrays."""
-        started = time.monotonic()
-        info = self.model_info(model, version, policy=self._core.remaining_policy(started))
-        plan = self._core.plan(info, inputs, outputs)
-        state = self._core.attempts("infer", model, self._core.remaining_policy(started))
-        outputs_ = run_sync(lambda deadline: self._attempt(plan, deadline), state)
-        return self._core.result(plan, outputs_, state, started)
+        :mod:`clients.inputs`) and return labels, scores and every requested output as numpy arrays.
+
+        Reading the model's metadata (first call only) and the inference share one budget and one attempt count.
+        """
+        state = self._core.attempts("infer", model)
+        with observed(state):
+            info = self._model_info(model, version or "", state)
+            plan = self._core.plan(info, inputs, outputs)
+            state.step("infer")
+            got = run_sync(lambda deadline: self._attempt(plan, deadline), state)
+        return self._core.result(plan, got, state)
 
     def _attempt(self, plan: PlannedRequest, deadline: float) -> dict[str, np.ndarray]:
         info = plan.info

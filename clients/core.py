@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from clients import inputs as input_rules
-from clients.errors import DeadlineExceeded, InvalidRequest, ModelNotFound, RegionsLost
+from clients.errors import InvalidRequest, ModelNotFound, RegionsLost
 from clients.model_info import ModelInfo, build_model_info
 from clients.results import InferenceResult, interpret
 from clients.retry import Attempts, CallContext
@@ -67,20 +67,13 @@ class ClientCore:
 
     # -- bookkeeping ----------------------------------------------------------------------------------------------
     def attempts(self, what: str, model: str = "", policy: RetryPolicy | None = None) -> Attempts:
+        """Bookkeeping (clock, budget, attempt count) for one library call."""
         return Attempts(policy or self.policy, CallContext(what, self.url, self.protocol, model))
 
     def single_attempt_policy(self, timeout_s: float | None = None) -> RetryPolicy:
         """One try bounded by ``timeout_s`` (health probes: their answer is the state, not an error)."""
         timeout = timeout_s or self.policy.timeout_s
         return self.policy.model_copy(update={"timeout_s": timeout, "budget_s": timeout, "max_attempts": 1})
-
-    def remaining_policy(self, started: float) -> RetryPolicy:
-        """The policy for the rest of a call that began at ``started`` (budget shared by all its steps)."""
-        left = self.policy.budget_s - (time.monotonic() - started)
-        if left <= 0:
-            raise DeadlineExceeded(f"the {self.policy.budget_s:g} s budget ran out before the request was sent to "
-                                   f"{self.protocol}://{self.url}")
-        return self.policy.model_copy(update={"budget_s": left})
 
     # -- model information ----------------------------------------------------------------------------------------
     def cached_info(self, model: str, version: str) -> ModelInfo | None:
@@ -167,9 +160,8 @@ class ClientCore:
         merged.update(from_shm)
         return {name: merged[name] for name in plan.outputs if name in merged}
 
-    def result(self, plan: PlannedRequest, outputs: dict[str, np.ndarray], state: Attempts, started: float
-               ) -> InferenceResult:
+    def result(self, plan: PlannedRequest, outputs: dict[str, np.ndarray], state: Attempts) -> InferenceResult:
         result = interpret(plan.info, outputs, self.protocol)
-        result.latency_s = time.monotonic() - started
-        result.attempts = state.count
+        result.latency_s = time.monotonic() - state.started
+        result.attempts, result.retries = state.count, state.retries
         return result

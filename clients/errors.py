@@ -19,10 +19,12 @@ from common.errors import UserError
 class ClientError(UserError):
     """Base of every error the client library raises; the message names the URL or the model involved.
 
-    ``attempts`` is how many times the call was tried before giving up (0 when it failed before sending anything).
+    ``attempts`` is how many requests the failing step sent (0 when the call failed before sending anything),
+    ``retries`` how many retries the whole call made.
     """
 
     attempts: int = 0
+    retries: int = 0
 
 
 class InvalidRequest(ClientError):
@@ -68,22 +70,18 @@ _CONNECTION_ERRNOS = {
     errno.EHOSTUNREACH: "host_unreachable",
     errno.ENETUNREACH: "host_unreachable",
 }
-# Triton's own words for a request its queue policy turned away (both come with UNAVAILABLE / 503).
-_QUEUE_MESSAGES = {"exceeds maximum queue size": "queue_full", "request timeout expired": "queue_timeout"}
-
-
-def _queue_reason(message: str) -> str | None:
-    lowered = message.lower()
-    for needle, reason in _QUEUE_MESSAGES.items():
-        if needle in lowered:
-            return reason
-    return None
+# Triton's own words for transient refusals: its queue policy turned the request away (UNAVAILABLE / 503), or the
+# model is known but has no loaded version right now (while it loads, unloads, or the server shuts down: NOT_FOUND).
+_TRANSIENT_MESSAGES = {"exceeds maximum queue size": ("overloaded", "queue_full"),
+                       "request timeout expired": ("overloaded", "queue_timeout"),
+                       "has no available versions": ("unavailable", "model_unavailable")}
 
 
 def _classify_triton(status: str, message: str) -> Failure:
-    queue = _queue_reason(message)
-    if queue:
-        return Failure("overloaded", True, queue, message)
+    lowered = message.lower()
+    for needle, (kind, reason) in _TRANSIENT_MESSAGES.items():
+        if needle in lowered:
+            return Failure(kind, True, reason, message)
     if status in _RETRYABLE_HTTP:
         return Failure("unavailable", True, _RETRYABLE_HTTP[status], message)
     if status == "StatusCode.UNAVAILABLE":

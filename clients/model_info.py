@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2, service_pb2
 
 LABELS_PARAMETER = "labels"
 
@@ -81,16 +83,10 @@ class ModelInfo:
 
 
 def metadata_from_json(data: dict[str, Any]):
-    from google.protobuf import json_format
-    from tritonclient.grpc import service_pb2
-
     return json_format.ParseDict(data, service_pb2.ModelMetadataResponse(), ignore_unknown_fields=True)
 
 
 def config_from_json(data: dict[str, Any]):
-    from google.protobuf import json_format
-    from tritonclient.grpc import model_config_pb2
-
     data = data.get("config", data) if isinstance(data.get("config"), dict) else data
     return json_format.ParseDict(data, model_config_pb2.ModelConfig(), ignore_unknown_fields=True)
 

@@ -34,8 +34,9 @@ class InferenceResult:
     labels: list[str] | None = None
     scores: np.ndarray | None = None  # float per row: the probability of ``labels[row]``
     class_index: np.ndarray | None = None  # int per row, when the model returns class scores
-    latency_s: float = 0.0
-    attempts: int = 1
+    latency_s: float = 0.0  # the whole call, as the caller waited for it
+    attempts: int = 1  # inference requests sent (1 unless retried)
+    retries: int = 0  # retries of the whole call, reading the model's metadata included
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self, include_outputs: bool = True) -> dict[str, Any]:
@@ -51,6 +52,7 @@ class InferenceResult:
                 rows.append(item)
         data: dict[str, Any] = {"model": self.model, "version": self.version, "protocol": self.protocol,
                                 "latency_ms": round(self.latency_s * 1000.0, 3), "attempts": self.attempts,
+                                "retries": self.retries,
                                 "predictions": rows}
         if include_outputs:
             data["outputs"] = {name: _json_array(value) for name, value in self.outputs.items()}

@@ -15,10 +15,11 @@ past the budget, and when too little time is left for another attempt the call s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, TypeVar
+from typing import Awaitable, Callable, Iterator, TypeVar
 
 from clients import metrics
 from clients.errors import (ClientError, DeadlineExceeded, Failure, InvalidRequest, ModelNotFound, ServerError,
@@ -29,6 +30,8 @@ T = TypeVar("T")
 
 # Below this much budget another attempt cannot do useful work; stop with the last failure instead.
 MIN_ATTEMPT_S = 0.005
+# Time kept for a final attempt when a backoff pause would otherwise run into the end of the budget.
+LAST_ATTEMPT_S = 0.1
 
 
 @dataclass
@@ -53,17 +56,33 @@ class Attempts:
     context: CallContext
     rng: random.Random = field(default_factory=random.Random)
     started: float = field(default_factory=time.monotonic)
-    count: int = 0
+    count: int = 0  # attempts of the current step
+    retries: int = 0  # retries over the whole call, every step included
     last_deadline: float = 0.0
     failures: list[Failure] = field(default_factory=list)
+
+    def step(self, what: str) -> "Attempts":
+        """Start the next step of the same call (e.g. metadata, then inference): same clock, budget and backoff."""
+        self.context.what = what
+        self.count = 0
+        return self
 
     def remaining(self) -> float:
         return self.policy.budget_s - (time.monotonic() - self.started)
 
     def next_deadline(self) -> float:
-        """Deadline of the attempt about to start (call once per attempt)."""
+        """Deadline of the attempt about to start (call once per attempt).
+
+        Raises DeadlineExceeded when an earlier step of the same call (e.g. reading the model's metadata) already
+        used up the budget.
+        """
+        left = self.remaining()
+        if left < MIN_ATTEMPT_S:
+            ctx = self.context
+            raise DeadlineExceeded(f"{ctx.what}: the {self.policy.budget_s:g} s budget ran out before the request "
+                                   f"could be sent to {ctx.target()}")
         self.count += 1
-        self.last_deadline = max(MIN_ATTEMPT_S, min(self.policy.timeout_s, self.remaining()))
+        self.last_deadline = min(self.policy.timeout_s, left)
         return self.last_deadline
 
     def pause_after(self, failure: Failure) -> float | None:
@@ -74,18 +93,21 @@ class Attempts:
         if self.policy.max_attempts is not None and self.count >= self.policy.max_attempts:
             return None
         bound = min(self.policy.backoff_max_s,
-                    self.policy.backoff_initial_s * self.policy.backoff_multiplier ** (self.count - 1))
+                    self.policy.backoff_initial_s * self.policy.backoff_multiplier ** self.retries)
         pause = self.rng.uniform(0.0, bound)
-        left = self.remaining()
-        if left - pause < MIN_ATTEMPT_S:
+        # keep a little time for a last attempt: a server that comes back late in the budget is still found
+        reserve = max(MIN_ATTEMPT_S, min(LAST_ATTEMPT_S, 0.1 * self.policy.budget_s))
+        pause = min(pause, self.remaining() - reserve)
+        if pause < 0:
             return None
+        self.retries += 1
         metrics.count_retry(self.context.model, self.context.protocol, failure.reason)
         return pause
 
     def error(self, failure: Failure) -> ClientError:
         """The exception that ends the call with ``failure`` (its ``attempts`` set)."""
         exc = self._error(failure)
-        exc.attempts = self.count
+        exc.attempts, exc.retries = self.count, self.retries
         return exc
 
     def _error(self, failure: Failure) -> ClientError:
@@ -101,58 +123,65 @@ class Attempts:
             return DeadlineExceeded(f"{ctx.what}: no answer from {ctx.target()} within the {self.last_deadline:.3g} s deadline "
                                     f"({tries}; raise --timeout/--budget or retry.timeout_s/budget_s if the model is "
                                     "this slow)")
+        about = f" ({ctx.what} for model '{ctx.model}')" if ctx.model else f" ({ctx.what})"
         if failure.retryable:
-            budget = f"budget {self.policy.budget_s:g} s"
+            limit = f"budget {self.policy.budget_s:g} s"
             if self.policy.max_attempts is not None and self.count >= self.policy.max_attempts:
-                budget = f"max_attempts {self.policy.max_attempts}"
-            cls = ServerUnavailable if failure.kind == "unavailable" else ServerError
-            return cls(f"{ctx.what}: {ctx.target()} unavailable after {tries} ({budget}): {failure.detail}")
+                limit = f"max_attempts {self.policy.max_attempts}"
+            if failure.kind == "unavailable":
+                return ServerUnavailable(f"server at {ctx.protocol}://{ctx.url} unavailable{about}: {failure.detail}; "
+                                         f"gave up after {tries} ({limit})")
+            return ServerError(f"server at {ctx.protocol}://{ctx.url} overloaded{about}: {failure.detail}; gave up "
+                               f"after {tries} ({limit})")
         if failure.kind == "unavailable":  # not retryable, e.g. the host name does not resolve
-            return ServerUnavailable(f"{ctx.what}: cannot reach {ctx.protocol}://{ctx.url}: {failure.detail}")
+            return ServerUnavailable(f"cannot reach {ctx.protocol}://{ctx.url}{about}: {failure.detail}")
         return ServerError(f"{ctx.what} failed at {ctx.target()}: {failure.detail}")
 
 
-def run_sync(attempt: Callable[[float], T], state: Attempts) -> T:
-    """Call ``attempt(deadline_s)`` until it succeeds or the policy says stop; record latency and retries."""
+@contextlib.contextmanager
+def observed(state: Attempts) -> Iterator[Attempts]:
+    """Record one library call (all its steps and retries) in the latency histogram, as ok or error."""
     ok = False
     try:
-        while True:
-            try:
-                result = attempt(state.next_deadline())
-                ok = True
-                return result
-            except ClientError as exc:
-                exc.attempts = state.count
-                raise
-            except Exception as exc:  # every transport error is classified; unknown ones are not retried
-                failure = classify(exc)
-                pause = state.pause_after(failure)
-                if pause is None:
-                    raise state.error(failure) from None
-                time.sleep(pause)
+        yield state
+        ok = True
     finally:
         metrics.observe_call(state.context.model, state.context.protocol, ok, time.monotonic() - state.started)
+
+
+def run_sync(attempt: Callable[[float], T], state: Attempts) -> T:
+    """Call ``attempt(deadline_s)`` until it succeeds or the policy says stop (retries are counted in metrics).
+
+    Several steps of one call (metadata, then inference) may run with the same ``state``: they share its budget
+    and its attempt count.
+    """
+    while True:
+        try:
+            return attempt(state.next_deadline())
+        except ClientError as exc:
+            exc.attempts, exc.retries = state.count, state.retries
+            raise
+        except Exception as exc:  # every transport error is classified; unknown ones are not retried
+            failure = classify(exc)
+            pause = state.pause_after(failure)
+            if pause is None:
+                raise state.error(failure) from None
+            time.sleep(pause)
 
 
 async def run_async(attempt: Callable[[float], Awaitable[T]], state: Attempts) -> T:
     """The asyncio twin of :func:`run_sync`; each attempt is also bounded with ``asyncio.timeout``."""
-    ok = False
-    try:
-        while True:
+    while True:
+        try:
             deadline = state.next_deadline()
-            try:
-                async with asyncio.timeout(deadline):
-                    result = await attempt(deadline)
-                ok = True
-                return result
-            except ClientError as exc:
-                exc.attempts = state.count
-                raise
-            except Exception as exc:
-                failure = classify(exc)
-                pause = state.pause_after(failure)
-                if pause is None:
-                    raise state.error(failure) from None
-                await asyncio.sleep(pause)
-    finally:
-        metrics.observe_call(state.context.model, state.context.protocol, ok, time.monotonic() - state.started)
+            async with asyncio.timeout(deadline):
+                return await attempt(deadline)
+        except ClientError as exc:
+            exc.attempts, exc.retries = state.count, state.retries
+            raise
+        except Exception as exc:
+            failure = classify(exc)
+            pause = state.pause_after(failure)
+            if pause is None:
+                raise state.error(failure) from None
+            await asyncio.sleep(pause)

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import np_to_triton_dtype
 
 from clients.model_info import config_from_json, metadata_from_json
 
@@ -25,8 +28,6 @@ class ShmBinding:
 
 
 def _datatype(array: np.ndarray) -> str:
-    from tritonclient.utils import np_to_triton_dtype
-
     return "BYTES" if array.dtype.kind in ("U", "S", "O") else np_to_triton_dtype(array.dtype)
 
 
@@ -42,9 +43,7 @@ class HttpAdapter:
 
     @staticmethod
     def module():
-        import tritonclient.http as module
-
-        return module
+        return httpclient
 
     def deadline_kwargs(self, deadline: float) -> dict[str, Any]:
         return {}
@@ -98,9 +97,7 @@ class GrpcAdapter(HttpAdapter):
 
     @staticmethod
     def module():
-        import tritonclient.grpc as module
-
-        return module
+        return grpcclient
 
     def deadline_kwargs(self, deadline: float) -> dict[str, Any]:
         return {"client_timeout": deadline}

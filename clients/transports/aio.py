@@ -11,6 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+# imported here, not on first use: a first call must not spend its deadline importing aiohttp or grpc.aio
+import tritonclient.grpc.aio as grpc_aio
+import tritonclient.http.aio as http_aio
 
 from clients.settings import ConnectionSettings, RetryPolicy
 from clients.transports.adapters import GrpcAdapter, HttpAdapter, ShmBinding, grpc_channel_args, read_outputs
@@ -33,12 +36,8 @@ class AsyncTransport:
     def _client(self):
         if self._underlying is None:
             if self.protocol == "grpc":
-                import tritonclient.grpc.aio as grpc_aio
-
                 self._underlying = grpc_aio.InferenceServerClient(self.url, channel_args=grpc_channel_args(self.connection))
             else:
-                import tritonclient.http.aio as http_aio
-
                 # aiohttp's total timeout only backs up the per-call deadline of the retry runner
                 self._underlying = http_aio.InferenceServerClient(
                     self.url, conn_limit=self.connection.http_pool_size, conn_timeout=self.policy.timeout_s + 1.0)

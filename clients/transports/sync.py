@@ -14,7 +14,11 @@ import threading
 from abc import ABC, abstractmethod
 from typing import Any
 
+import gevent
 import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from clients.settings import ConnectionSettings, RetryPolicy
 from clients.transports.adapters import GrpcAdapter, HttpAdapter, ShmBinding, grpc_channel_args, read_outputs
@@ -93,8 +97,6 @@ class SyncGrpcTransport(SyncTransport):
 
     def __init__(self, url: str, connection: ConnectionSettings, policy: RetryPolicy):
         super().__init__(url, connection, policy)
-        import tritonclient.grpc as grpcclient
-
         self._grpc = grpcclient.InferenceServerClient(url, channel_args=grpc_channel_args(connection))
 
     def _client(self):
@@ -116,8 +118,6 @@ class SyncHttpTransport(SyncTransport):
     def _client(self):
         client = getattr(self._local, "client", None)
         if client is None:
-            import tritonclient.http as httpclient
-
             # socket timeouts only back up the per-call deadline below
             client = httpclient.InferenceServerClient(
                 self.url, concurrency=self.connection.http_pool_size,
@@ -137,9 +137,6 @@ class SyncHttpTransport(SyncTransport):
             client.close()
 
     def _call(self, deadline: float, method: str, *args: Any, **kwargs: Any) -> Any:
-        import gevent
-        from tritonclient.utils import InferenceServerException
-
         client = self._client()
         try:
             with gevent.Timeout(deadline, TimeoutError(f"no answer within {deadline:.3g} s")):

@@ -1,20 +1,19 @@
-"""Fixed linear classifier: logits = features @ W + b, probabilities = softmax(logits).
+"""Fixed linear classifier: logits = features @ weights + bias, probabilities = softmax(logits).
 
-The weights are public (``WEIGHTS``/``BIAS``) so tests compute the expected outputs with numpy.
+The weights live in ``weights.json`` next to this file, so tests compute the expected outputs from the same numbers.
 """
 import json
+from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-WEIGHTS = np.array([[1.0, -1.0, 0.5], [0.5, 2.0, -1.0], [-1.5, 0.25, 1.0], [0.75, -0.5, 2.0]], dtype=np.float32)
-BIAS = np.array([0.1, -0.2, 0.3], dtype=np.float32)
+_PARAMS = json.loads((Path(__file__).parent / "weights.json").read_text())
+WEIGHTS = np.array(_PARAMS["weights"], dtype=np.float32)
+BIAS = np.array(_PARAMS["bias"], dtype=np.float32)
 
 
 class TritonPythonModel:
-    def initialize(self, args):
-        self.config = json.loads(args["model_config"])
-
     def execute(self, requests):
         responses = []
         for request in requests:
