@@ -67,8 +67,9 @@ def error_alert(slo: SLOConfig) -> AlertRule:
         severity="page",
         summary=("{{ $labels.model }}: {{ $value | humanizePercentage }} of requests fail ({{ $labels.source }}); "
                  f"the SLO allows {number(slo.errors.max_ratio * 100)}%"),
-        description=("source=triton counts failures inside Triton; source=client also sees requests Triton rejected "
-                     "before running them (bad shapes, refused connections). Check the server log and "
+        description=("source=triton counts executions that failed inside Triton; source=client also sees requests "
+                     "Triton rejected before running them (bad shapes), refused connections and errors a python model "
+                     f"returned per request (Triton counts those as successes). Check the server log and "
                      f"{DASHBOARD_HINT}."),
         signal=signal,
     )

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import json
 
-from grafana_foundation_sdk.builders.common import GraphThresholdsStyleConfig, VizLegendOptions
+from grafana_foundation_sdk.builders.common import GraphThresholdsStyleConfig, ScaleDistributionConfig, VizLegendOptions
 from grafana_foundation_sdk.builders.dashboard import Dashboard, QueryVariable, ThresholdsConfig
 from grafana_foundation_sdk.builders.dashboard import Row as RowBuilder
 from grafana_foundation_sdk.builders.prometheus import Dataquery as PrometheusQuery
 from grafana_foundation_sdk.builders.timeseries import Panel as TimeseriesPanel
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.common import GraphTresholdsStyleMode, LegendDisplayMode, LegendPlacement
+from grafana_foundation_sdk.models.common import (
+    GraphTresholdsStyleMode,
+    LegendDisplayMode,
+    LegendPlacement,
+    ScaleDistribution,
+)
 from grafana_foundation_sdk.models.dashboard import (
     DashboardCursorSync,
     DataSourceRef,
@@ -38,8 +43,7 @@ PANEL_HEIGHT = 8
 
 def no_data_text(panel: Panel) -> str:
     """What an empty panel says: which jobs feed it, and the CPU-only explanation where one applies."""
-    jobs = " / ".join(panel.jobs)
-    text = f"no data: is {jobs} scraped? (see 'Scrape targets up')"
+    text = f"no data: is {' / '.join(panel.jobs)} scraped? (see 'Scrape targets up')"
     return f"{text}; {panel.cpu_note}" if panel.cpu_note else text
 
 
@@ -73,6 +77,8 @@ def _panel(spec: Panel, panel_id: int) -> TimeseriesPanel:
         builder.thresholds(ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps([
             Threshold(value=None, color="green"), Threshold(value=spec.threshold.value, color="red")]))
         builder.thresholds_style(GraphThresholdsStyleConfig().mode(GraphTresholdsStyleMode.DASHED))
+    if spec.log_scale:
+        builder.scale_distribution(ScaleDistributionConfig().type(ScaleDistribution.LOG).log(10))
     if spec.per_model:
         builder.repeat("model").repeat_direction("h")
     return builder

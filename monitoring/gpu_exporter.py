@@ -54,6 +54,7 @@ class NvmlCollector(Collector):
         self._initialised = False
         self._lock = threading.Lock()
         self._read_errors: dict[str, int] = {}
+        self.last_status: tuple[int, str] = (0, "not scraped yet")   # (GPUs, why none) of the latest scrape
 
     # -- NVML access -------------------------------------------------------------------------------------------------
     def _init(self) -> str | None:
@@ -119,6 +120,7 @@ class NvmlCollector(Collector):
         status = "ok" if nvml_up and gpus else "no_gpu"
         if nvml_up and not gpus:
             reason = "NVML found no GPU"
+        self.last_status = (gpus, reason or "")
 
         yield GaugeMetricFamily("gpu_exporter_nvml_up", "1 when NVML answered this scrape, 0 when it is unavailable",
                                 value=1 if nvml_up else 0)
@@ -168,9 +170,9 @@ class NvmlCollector(Collector):
             families["temperature"].add_metric(labels, float(temperature))
 
 
-def registry(nvml: Any = None) -> CollectorRegistry:
+def registry(collector: NvmlCollector | None = None) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(NvmlCollector(nvml))
+    reg.register(collector or NvmlCollector())
     return reg
 
 
@@ -188,7 +190,8 @@ def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = No
                                          formatter_class=argparse.RawDescriptionHelpFormatter)
         add_arguments(parser)
         args = parser.parse_args(argv)
-    reg = registry()
+    collector = NvmlCollector()
+    reg = registry(collector)
     if args.once:
         sys.stdout.write(generate_latest(reg).decode())
         return 0
@@ -200,9 +203,10 @@ def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = No
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    first = generate_latest(reg).decode()
-    gpus = next((line.split()[-1] for line in first.splitlines() if line.startswith("gpu_exporter_gpus ")), "?")
-    print(f"GPU exporter on http://{args.host}:{args.port}/metrics ({gpus} GPU(s) found)", flush=True)
+    generate_latest(reg)
+    gpus, reason = collector.last_status
+    found = f"{gpus} GPU(s) found" if gpus else f"no GPU: {reason}"
+    print(f"GPU exporter on http://{args.host}:{args.port}/metrics ({found})", flush=True)
     stop.wait()
     server.shutdown()
     thread.join(timeout=5)

@@ -180,9 +180,10 @@ class LocalPrometheus:
 
     def wait_for_scrapes(self, timeout_s: float) -> list[TargetHealth]:
         """Wait until every target was scraped once (or ``timeout_s`` passes); return the final health."""
+        expected = sum(len(addresses) for addresses in self.config.targets.values()) + 1   # + Prometheus itself
         deadline = time.monotonic() + timeout_s
         targets = self.target_health()
-        while time.monotonic() < deadline and any(t.health == "unknown" for t in targets):
+        while time.monotonic() < deadline and (len(targets) < expected or any(t.health == "unknown" for t in targets)):
             time.sleep(0.25)
             targets = self.target_health()
         return targets

@@ -43,6 +43,7 @@ class Panel:
     jobs: tuple[str, ...]           # scrape jobs that feed it, named when it has no data
     threshold: Threshold | None = None
     per_model: bool = False         # Grafana repeats it for each selected model; the PNG draws one plot per model
+    log_scale: bool = False         # log y axis: latencies of a few ms stay readable next to a 100 ms SLO line
     main: bool = True               # among the panels `python -m monitoring panels` renders
     cpu_note: str | None = None     # why it is empty on a CPU-only host, when it is
     width: int = 8                  # Grafana grid width (24 = full row)
@@ -70,7 +71,7 @@ class DashboardSpec:
         return [p for row in self.rows for p in row.panels]
 
 
-GPU_NOTE = "no GPU on this host (or no dcgm-exporter / gpu-exporter scraped): GPU panels are empty on CPU"
+GPU_NOTE = "empty on CPU-only hosts (no GPU)"
 GPU_JOBS = (DCGM.name, GPU_EXPORTER.name, TRITON.name)
 M = f'model=~"{MODEL_VARIABLE}"'
 
@@ -83,7 +84,7 @@ def inference_dashboard(slo: SLOConfig) -> DashboardSpec:
         "s",
         (Query(f"model:inference_request_latency_seconds{{{M}}}", "{{source}} q{{quantile}}"),
          Query(f"model:slo_request_latency_p99_seconds{{{M}}}", "SLO p99 budget", slo_line=True)),
-        (CLIENTS.name, TRITON.name), per_model=True, width=12)
+        (CLIENTS.name, TRITON.name), per_model=True, log_scale=True, width=12)
     rate = Panel(
         "request_rate", "Request rate", "Requests per second per model, counted by Triton and by the callers.",
         "reqps", (Query(f"model:inference_requests:rate{{{M}}}", "{{model}} ({{source}})"),),
@@ -163,14 +164,14 @@ def inference_dashboard(slo: SLOConfig) -> DashboardSpec:
 def training_dashboard(slo: SLOConfig) -> DashboardSpec:
     def gauge(key: str, title: str, metric: str, unit: str, description: str, main: bool = False) -> Panel:
         return Panel(key, title, description, unit, (Query(f"{metric}{{{M}}}", "{{model}}"),), (TRAINER.name,),
-                     main=main, cpu_note="empty unless a training run's sidecar is scraped")
+                     main=main, cpu_note="empty while no training runs")
 
     since = Panel(
         "training_checkpoint_age", "Time since the last checkpoint", "A running training that stops writing "
         "checkpoints is stalled; the line is the alert threshold.", "s",
         (Query(f"model:training_seconds_since_checkpoint:max{{{M}}}", "{{model}}"),), (TRAINER.name,),
         threshold=Threshold(slo.training.max_seconds_without_checkpoint, "stalled"), main=False,
-        cpu_note="empty unless a training run's sidecar is scraped")
+        cpu_note="empty while no training runs")
     return DashboardSpec(
         uid="training",
         title="Inference platform / Training",

@@ -13,25 +13,19 @@ import io
 import json
 import math
 import re
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, PercentFormatter  # noqa: E402
-
-from common.errors import UserError  # noqa: E402
-from common.files import atomic_write_bytes, atomic_write_json  # noqa: E402
-from monitoring.dashboards import no_data_text  # noqa: E402
-from monitoring.panels import ALL_MODELS, Panel, dashboards, main_panels, threshold_text  # noqa: E402
-from monitoring.prom_api import PrometheusAPI, QueryError, Series, TargetHealth, describe_down, finite  # noqa: E402
-from monitoring.slo import DEFAULT_SLO_FILE, duration_seconds, load_slo  # noqa: E402
+from common.errors import UserError
+from common.files import atomic_write_bytes, atomic_write_json
+from monitoring.dashboards import no_data_text
+from monitoring.panels import ALL_MODELS, Panel, dashboards, main_panels, threshold_text
+from monitoring.prom_api import PrometheusAPI, QueryError, Series, TargetHealth, describe_down, finite
+from monitoring.slo import DEFAULT_SLO_FILE, duration_seconds, load_slo
 
 MAX_POINTS = 400
 _LEGEND_FIELD = re.compile(r"\{\{\s*(\w+)\s*\}\}")
@@ -63,6 +57,16 @@ class PanelResult:
     query_errors: list[str]
 
 
+def _pyplot():
+    """matplotlib with the file-only Agg backend, imported on first drawing (keeps the other commands quick)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def legend(fmt: str, labels: dict[str, str]) -> str:
     return _LEGEND_FIELD.sub(lambda m: labels.get(m.group(1), ""), fmt).strip() or "value"
 
@@ -78,6 +82,8 @@ def fetch(api: PrometheusAPI, panel: Panel, start: float, end: float, step_s: fl
 
 
 def _formatter(unit: str):
+    from matplotlib.ticker import FuncFormatter, PercentFormatter
+
     if unit == "percentunit":
         return PercentFormatter(1.0)
 
@@ -108,6 +114,8 @@ def _no_data_reason(data: PanelData, down: dict[str, list[str]]) -> str:
 
 def draw(ax, data: PanelData, model: str | None, down: dict[str, list[str]]) -> None:
     """Draw one panel (or one model's share of a per-model panel) into ``ax``."""
+    import matplotlib.dates as mdates
+
     panel = data.panel
     title = panel.title + (f": {model}" if model else "")
     ax.set_title(title, fontsize=10, loc="left")
@@ -126,8 +134,9 @@ def draw(ax, data: PanelData, model: str | None, down: dict[str, list[str]]) -> 
             ax.plot(times, values, linewidth=1.2, label=legend(query.legend, s.labels))
             drawn += 1
     if drawn == 0:
-        ax.text(0.5, 0.5, "no data\n" + _no_data_reason(data, down), ha="center", va="center", wrap=True,
-                fontsize=7, color="dimgray", transform=ax.transAxes)
+        lines = [textwrap.fill(line, 90) for line in _no_data_reason(data, down).splitlines()]
+        ax.text(0.5, 0.5, "\n".join(lines), ha="center", va="center", fontsize=7, color="dimgray",
+                transform=ax.transAxes)
         ax.set_xticks([])
         ax.set_yticks([])
         return
@@ -137,7 +146,15 @@ def draw(ax, data: PanelData, model: str | None, down: dict[str, list[str]]) -> 
     ax.yaxis.set_major_formatter(_formatter(panel.unit))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
     ax.tick_params(labelsize=7)
-    ax.set_ylim(bottom=0)
+    if panel.log_scale:
+        from matplotlib.ticker import LogLocator, NullFormatter
+
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(_formatter(panel.unit))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="upper left", ncol=2)
 
@@ -149,7 +166,7 @@ def _cells(data: PanelData) -> list[str | None]:
 def _save(fig, path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _pyplot().close(fig)
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -168,7 +185,7 @@ def render_panels(api: PrometheusAPI, panels: list[Panel], start: float, end: fl
     results = []
     for data in all_data:
         cells = _cells(data)
-        fig, axes = plt.subplots(len(cells), 1, figsize=(8, 3.2 * len(cells)), squeeze=False)
+        fig, axes = _pyplot().subplots(len(cells), 1, figsize=(8, 3.2 * len(cells)), squeeze=False)
         for ax, model in zip(axes[:, 0], cells):
             draw(ax, data, model, down)
         fig.autofmt_xdate()
@@ -204,14 +221,14 @@ def _overview(all_data: list[PanelData], down: dict[str, list[str]], path: Path,
     cells = [(data, model) for data in all_data for model in _cells(data)]
     columns = 2
     rows = math.ceil(len(cells) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(8 * columns, 3.2 * rows), squeeze=False)
+    fig, axes = _pyplot().subplots(rows, columns, figsize=(8 * columns, 3.2 * rows), squeeze=False)
     for ax, (data, model) in zip(axes.flat, cells):
         draw(ax, data, model, down)
     for ax in list(axes.flat)[len(cells):]:
         ax.axis("off")
     span = f"{datetime.fromtimestamp(start):%Y-%m-%d %H:%M:%S} to {datetime.fromtimestamp(end):%H:%M:%S}"
     fig.suptitle(f"Inference platform: main panels, {span}", fontsize=13)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     _save(fig, path)
 
 

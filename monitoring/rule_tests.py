@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from monitoring.alert_rules import all_alerts
+from monitoring.alert_rules import alert_groups, all_alerts
 from monitoring.go_templates import humanize_duration, humanize_percentage
 from monitoring.promql import number
-from monitoring.recording_rules import CLIENT_HISTOGRAM, CLIENT_OK_OUTCOME, TRAINING_CHECKPOINT_TS
+from monitoring.recording_rules import CLIENT_HISTOGRAM, CLIENT_OK_OUTCOME, TRAINING_CHECKPOINT_TS, recording_groups
 from monitoring.slo import SLOConfig, duration_seconds
 from monitoring.targets import TRITON
 
@@ -397,6 +397,9 @@ def rule_tests_document(slo: SLOConfig, rule_files: list[str]) -> dict:
     return {
         "rule_files": rule_files,
         "evaluation_interval": f"{STEP_S}s",
+        # Recording groups first: an alert then reads the series recorded at the same instant, so the values in its
+        # annotations are exact (a real Prometheus runs groups independently; there an alert may lag one interval).
+        "group_eval_order": [g.name for g in recording_groups(slo)] + [g.name for g in alert_groups(slo)],
         "tests": [case.as_yaml(steps) for case in cases],
     }
 

@@ -1,0 +1,302 @@
+"""The issue's "verified for real" test: the real Prometheus scraping the real Triton under load.
+
+One stack for the module: Triton 2.51 (CPU, python backend) serves ``digits`` (tests/monitoring/model_repository); this
+process puts load on it with tritonclient and exposes the client latency histogram of clients/metrics.py plus a
+training sidecar's gauges; the real NVML exporter runs (and finds no GPU); a dcgm-exporter target points at a closed
+port (a missing exporter). Prometheus scrapes all of it every second with the committed rules. Then every recording
+rule, alert expression and dashboard query is evaluated through the HTTP API: each must parse and return data, except
+the ones listed in the ``EXPECTED_EMPTY`` tables, each with the reason it is empty on this machine.
+"""
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import tritonclient.http as httpclient
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge, start_http_server
+from tritonclient.utils import InferenceServerException
+
+from clients.metrics import REQUEST_DURATION
+from clients.serve import ServerConfig, TritonServer
+from common.net import free_port, wait_http_ok
+from monitoring.alert_rules import all_alerts
+from monitoring.dashboards import panel_queries
+from monitoring.generate import MONITORING_DIR
+from monitoring.local_prometheus import LocalPrometheus, LocalPrometheusConfig
+from monitoring.panels import ALL_MODELS, MODEL_VARIABLE, dashboards
+from monitoring.prom_api import PrometheusAPI, finite
+from monitoring.recording_rules import recording_groups
+from monitoring.slo import load_slo
+from tests.monitoring.conftest import MODEL_REPOSITORY, run_monitoring_cli, start_monitoring_cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_leftover_prometheus")]
+
+MODEL = "digits"
+LOAD_SECONDS = 20
+CONCURRENCY = 3
+FAIL_EVERY = 40         # a negative pixel: the model answers with an error (Triton counts a failure)
+REJECT_EVERY = 97       # a wrong shape: Triton rejects it before the model (only the client sees an error)
+
+NO_GPU = "no GPU on this machine: dcgm-exporter is down, the NVML exporter reports 0 GPUs, Triton exports no nv_gpu_*"
+EXPECTED_EMPTY_RECORDINGS = {
+    "gpu:utilization:ratio": NO_GPU,
+    "gpu:memory_used:ratio": NO_GPU,
+    "gpu:power_usage:watts": NO_GPU,
+    "gpu:temperature:celsius": NO_GPU,
+    "model:client_retries:rate": "no call was retried (retries follow connection failures, which this load avoids)",
+}
+EXPECTED_EMPTY_DEFAULT_SLO = "every served model has its own budget in slo.toml, so the default budget applies to none"
+EXPECTED_EMPTY_SIGNALS = {
+    "GPUMemoryHigh": NO_GPU,
+}
+EXPECTED_EMPTY_PANELS = {
+    "gpu_utilization": NO_GPU, "gpu_memory": NO_GPU, "gpu_power": NO_GPU, "gpu_temperature": NO_GPU,
+    "client_retries": EXPECTED_EMPTY_RECORDINGS["model:client_retries:rate"],
+    "alerts_firing": "no alert has held its condition for its `for` duration (the shortest is 1m) during the test",
+}
+
+
+@dataclass
+class Stack:
+    api: PrometheusAPI
+    triton: TritonServer
+    start: float
+    end: float
+    dcgm_address: str
+    requests: int
+    failures: int
+
+
+def _load(url: str, stop_at: float, counts: dict, lock: threading.Lock) -> None:
+    client = httpclient.InferenceServerClient(url, network_timeout=30)
+    rng = np.random.default_rng(threading.get_ident() % 2**32)
+    n = 0
+    while time.monotonic() < stop_at:
+        n += 1
+        image = rng.uniform(0, 16, size=(1, 1, 8, 8)).astype(np.float32)
+        if n % FAIL_EVERY == 0:
+            image[0, 0, 0, 0] = -1
+        if n % REJECT_EVERY == 0:
+            image = image[:, :, :, :7].copy()
+        tensor = httpclient.InferInput("image", list(image.shape), "FP32")
+        tensor.set_data_from_numpy(image)
+        began = time.perf_counter()
+        try:
+            client.infer(MODEL, [tensor])
+            ok = True
+        except InferenceServerException:
+            ok = False
+        REQUEST_DURATION.labels(model=MODEL, protocol="http", outcome="ok" if ok else "error").observe(
+            time.perf_counter() - began)
+        with lock:
+            counts["requests"] += 1
+            counts["failures"] += 0 if ok else 1
+    client.close()
+
+
+def _trainer_registry() -> tuple[CollectorRegistry, dict[str, Gauge]]:
+    """The training sidecar's gauges (names from the issue; labelled model=<name>)."""
+    reg = CollectorRegistry()
+    gauges = {name: Gauge(name, help_text, ["model"], registry=reg) for name, help_text in [
+        ("training_loss", "loss of the latest step"), ("training_accuracy", "validation accuracy"),
+        ("training_step", "optimizer steps"), ("training_epoch", "epoch"),
+        ("training_samples_per_second", "throughput"), ("training_seconds_since_checkpoint", "age of checkpoint"),
+        ("training_last_checkpoint_timestamp_seconds", "when the last checkpoint was written")]}
+    return reg, gauges
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("stack")
+    client_port, trainer_port, gpu_port, dcgm_port = free_port(), free_port(), free_port(), free_port()
+    client_http, _ = start_http_server(client_port, addr="127.0.0.1", registry=REGISTRY)
+    trainer_reg, trainer = _trainer_registry()
+    trainer_http, _ = start_http_server(trainer_port, addr="127.0.0.1", registry=trainer_reg)
+    gpu_exporter = start_monitoring_cli("gpu-exporter", "--port", str(gpu_port))
+    config = ServerConfig(repository=MODEL_REPOSITORY, http_port=free_port(), grpc_port=free_port(),
+                          metrics_port=free_port(), log_file=tmp / "triton.log", exit_timeout_s=1, ready_timeout_s=90)
+    dcgm = f"127.0.0.1:{dcgm_port}"
+    try:
+        assert wait_http_ok(f"http://127.0.0.1:{gpu_port}/metrics", timeout=30), "gpu-exporter did not start"
+        with TritonServer(config) as triton, LocalPrometheus(LocalPrometheusConfig(
+                targets={"triton": [f"127.0.0.1:{config.metrics_port}"], "clients": [f"127.0.0.1:{client_port}"],
+                         "trainer": [f"127.0.0.1:{trainer_port}"], "gpu-exporter": [f"127.0.0.1:{gpu_port}"],
+                         "dcgm-exporter": [dcgm]},
+                port=free_port(), scrape_interval="1s", evaluation_interval="1s")) as prom:
+            start = time.time()
+            counts, lock = {"requests": 0, "failures": 0}, threading.Lock()
+            stop_at = time.monotonic() + LOAD_SECONDS
+            with ThreadPoolExecutor(CONCURRENCY) as pool:
+                workers = [pool.submit(_load, triton.http_url, stop_at, counts, lock) for _ in range(CONCURRENCY)]
+                step = 0
+                while time.monotonic() < stop_at:
+                    step += 50
+                    trainer["training_step"].labels(MODEL).set(step)
+                    trainer["training_epoch"].labels(MODEL).set(step // 500)
+                    trainer["training_loss"].labels(MODEL).set(2.3 * math.exp(-step / 400))
+                    trainer["training_accuracy"].labels(MODEL).set(1 - math.exp(-step / 300))
+                    trainer["training_samples_per_second"].labels(MODEL).set(1200)
+                    trainer["training_seconds_since_checkpoint"].labels(MODEL).set(step % 200 / 50)
+                    trainer["training_last_checkpoint_timestamp_seconds"].labels(MODEL).set(time.time() - 3)
+                    time.sleep(1)
+                for worker in workers:
+                    worker.result()
+            api = prom.api
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not (
+                    [s for s in api.query('model:inference_request_latency_seconds{source="client"}') if finite(s)]
+                    and [s for s in api.query('model:inference_request_latency_seconds{source="triton"}')
+                         if finite(s)]):
+                time.sleep(0.5)
+            yield Stack(api, triton, start, time.time(), dcgm, counts["requests"], counts["failures"])
+    finally:
+        gpu_exporter.terminate()
+        gpu_exporter.wait(timeout=15)
+        client_http.shutdown()
+        trainer_http.shutdown()
+
+
+def _with_data(api: PrometheusAPI, expr: str) -> list:
+    return [s for s in api.query(expr) if finite(s)]
+
+
+def test_load_reached_triton(stack):
+    assert stack.requests > 100, stack.requests
+    assert 0 < stack.failures < stack.requests / 10
+
+
+def test_every_rule_is_loaded_and_healthy(stack):
+    slo = load_slo()
+    loaded = stack.api.rules()
+    expected = sum(len(g.rules) for g in recording_groups(slo)) + len(all_alerts(slo))
+    assert len(loaded) == expected
+    unhealthy = [(r.get("name"), r.get("lastError")) for r in loaded if r["health"] != "ok"]
+    assert not unhealthy
+
+
+def test_every_recording_rule_parses_and_returns_data(stack):
+    empty = []
+    for group in recording_groups(load_slo()):
+        for rule in group.rules:
+            result = _with_data(stack.api, rule.expr)          # raises QueryError on a parse error
+            selector = rule.record + "{" + ",".join(f'{k}="{v}"' for k, v in rule.labels.items()) + "}"
+            recorded = _with_data(stack.api, selector)
+            reason = EXPECTED_EMPTY_RECORDINGS.get(rule.record)
+            if rule.record == "model:slo_request_latency_p99_seconds" and not rule.labels:
+                reason = EXPECTED_EMPTY_DEFAULT_SLO
+            if reason:
+                empty.append((selector, reason))
+                continue
+            assert result, f"recording rule {selector} returned no data:\n{rule.expr}"
+            assert recorded, f"Prometheus recorded no {selector}"
+    print("empty on this machine, as expected:\n" + "\n".join(f"  {s}: {why}" for s, why in empty))
+
+
+def test_every_alert_expression_parses_and_watches_real_series(stack):
+    api = stack.api
+    for alert in all_alerts(load_slo()):
+        api.query(alert.expr)                                   # parses and evaluates
+        signal = _with_data(api, alert.signal)
+        model = alert.extra_labels.get("model")
+        if alert.alert in EXPECTED_EMPTY_SIGNALS:
+            assert not signal, f"{alert.alert}: expected no data ({EXPECTED_EMPTY_SIGNALS[alert.alert]})"
+        elif alert.alert == "ModelNotReady" and model != MODEL:
+            assert not signal                                   # this test's Triton does not serve it ...
+            firing = api.query(alert.expr)                      # ... so the alert condition holds for it
+            assert [s.labels["instance"] for s in firing] == [f"127.0.0.1:{stack.triton.config.metrics_port}"]
+        else:
+            assert signal, f"{alert.alert}: its signal {alert.signal!r} has no data"
+    ready = next(a for a in all_alerts(load_slo()) if a.alert == "ModelNotReady" and a.extra_labels["model"] == MODEL)
+    assert not api.query(ready.expr), "digits is served, ModelNotReady must not hold for it"
+    down = [a for a in all_alerts(load_slo()) if a.alert == "ScrapeTargetDown"]
+    down_jobs = {s.labels["job"] for a in down for s in api.query(a.expr)}
+    assert down_jobs == {"dcgm-exporter"}, down_jobs
+    errors = next(a for a in all_alerts(load_slo()) if a.alert == "InferenceErrorRatioHigh")
+    sources = {s.labels["source"] for s in api.query(errors.expr) if s.labels.get("model") == MODEL}
+    assert sources == {"triton", "client"}, f"1 in {FAIL_EVERY} requests fail: the error condition must hold"
+
+
+def test_every_dashboard_query_parses_and_returns_data(stack):
+    by_title = {p.title: p for spec in dashboards(load_slo()) for p in spec.panels}
+    checked = 0
+    for spec in dashboards(load_slo()):
+        board = json.loads((MONITORING_DIR / f"grafana/dashboards/{spec.uid}.json").read_text())
+        for title, expr in panel_queries(board):
+            panel = by_title[title]
+            result = _with_data(stack.api, expr.replace(MODEL_VARIABLE, ALL_MODELS))
+            checked += 1
+            if panel.key in EXPECTED_EMPTY_PANELS:
+                continue
+            assert result, f"panel {title!r}: {expr} returned no data"
+    assert checked == sum(len(p.queries) for spec in dashboards(load_slo()) for p in spec.panels)
+
+
+def test_percentiles_are_ordered_and_sources_agree(stack):
+    api = stack.api
+
+    def latency(source: str, quantile: str) -> float:
+        [series] = _with_data(api, f'model:inference_request_latency_seconds{{model="{MODEL}",source="{source}",'
+                                   f'quantile="{quantile}"}}')
+        return series.values[0]
+
+    for source in ("client", "triton"):
+        p50, p95, p99 = (latency(source, q) for q in ("0.5", "0.95", "0.99"))
+        assert 0 < p50 <= p95 <= p99 < 10, (source, p50, p95, p99)
+    [per_server] = _with_data(api, f'instance_model:inference_request_latency_seconds{{model="{MODEL}",'
+                                   'quantile="0.99"}')
+    assert per_server.values[0] == pytest.approx(latency("triton", "0.99"))   # one server: max over one
+    rates = {s.labels["source"]: s.values[0] for s in _with_data(api, f'model:inference_requests:rate{{model="{MODEL}"}}')}
+    assert set(rates) == {"client", "triton"}
+    assert 0.5 < rates["triton"] / rates["client"] < 2, rates
+
+
+def test_png_panels_show_latency_and_throughput_and_name_the_missing_exporter(stack, tmp_path):
+    import matplotlib.image
+
+    out = tmp_path / "panels"
+    result = run_monitoring_cli("panels", "--prometheus", stack.api.url, "--start", f"{stack.start:.0f}",
+                                "--end", f"{stack.end:.0f}", "--out", str(out), "--expect", "triton")
+    assert result.returncode == 0, result.stderr
+    assert f"warning: target dcgm-exporter at {stack.dcgm_address} is down" in result.stdout
+    summary = {p["key"]: p for p in json.loads((out / "panels.json").read_text())["panels"]}
+    assert summary["latency"]["models"] == [MODEL] and summary["latency"]["series"] >= 6   # 3 quantiles x 2 sources
+    assert summary["request_rate"]["series"] >= 2 and summary["request_rate"]["no_data_reason"] is None
+    for key in ("error_ratio", "queue_vs_compute", "batch_size", "cpu", "training_loss", "training_step"):
+        assert summary[key]["no_data_reason"] is None, (key, summary[key])
+    for key in ("gpu_utilization", "gpu_memory", "gpu_power"):
+        reason = summary[key]["no_data_reason"]
+        assert reason and f"target dcgm-exporter at {stack.dcgm_address} is down" in reason, (key, reason)
+        assert "no GPU" in reason, (key, reason)
+    for name in ("latency.png", "request_rate.png", "overview.png"):
+        image = matplotlib.image.imread(out / name)
+        assert image.shape[0] > 200 and image.shape[1] > 400
+        assert float(np.std(image[..., :3])) > 0.05, f"{name} looks blank"
+
+
+def test_targets_command_sees_every_job(stack):
+    result = run_monitoring_cli("targets", "--prometheus", stack.api.url)
+    assert result.returncode == 2
+    for job in ("triton", "clients", "trainer", "gpu-exporter", "prometheus"):
+        assert any(line.split()[:1] == [job] and line.split()[-1] == "up" for line in result.stdout.splitlines()), job
+    assert "dcgm-exporter" in result.stderr and "down" in result.stderr
+
+
+def test_triton_metrics_endpoint_has_the_names_the_rules_read(stack):
+    """The rules' inputs, checked against the live server rather than a list in a document."""
+    text = requests.get(stack.triton.metrics_url, timeout=5).text
+    for name in ("nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count",
+                 "nv_inference_exec_count", "nv_inference_request_duration_us", "nv_inference_queue_duration_us",
+                 "nv_inference_compute_input_duration_us", "nv_inference_compute_infer_duration_us",
+                 "nv_inference_compute_output_duration_us", "nv_inference_pending_request_count",
+                 "nv_inference_request_summary_us", "nv_cpu_utilization", "nv_cpu_memory_used_bytes"):
+        assert f"\n{name}" in text, name
+    assert 'quantile="0.99"' in text and "nv_gpu_" not in text
+    assert 'reason="BACKEND"' in text
