@@ -41,8 +41,8 @@ def load_published(url: str, members: Sequence[str], primary: str, version: int,
             try:
                 client.load_model(member, headers=_headers())
             except InferenceServerException as exc:
-                raise UserError(f"Triton at {url} could not load model {member!r} version {version}: "
-                                f"{exc.message()}") from None
+                reason = (exc.message() or str(exc)).strip().splitlines()[0]  # Triton appends a Python traceback
+                raise UserError(f"Triton at {url} could not load model {member!r} version {version}: {reason}") from None
             except Exception as exc:  # connection dropped, timeout
                 raise UserError(f"loading model {member!r} on Triton at {url} failed: {exc}") from None
         deadline = time.monotonic() + timeout_s
