@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from monitoring.promql import exact_regex, number, quote
-from monitoring.recording_rules import TRAINING_CHECKPOINT_TS, RuleGroup
+from monitoring.recording_rules import TRAINING_CHECKPOINT_AGE, TRAINING_RUNNING, RuleGroup
 from monitoring.slo import SLOConfig
 from monitoring.targets import TRITON
 
@@ -151,12 +151,14 @@ def training_alert(slo: SLOConfig) -> AlertRule:
     signal = "model:training_seconds_since_checkpoint:max"
     return AlertRule(
         alert="TrainingStalled",
-        expr=f"{signal} > {number(slo.training.max_seconds_without_checkpoint)}",
+        expr=(f"{signal} > {number(slo.training.max_seconds_without_checkpoint)}\n"
+              f"and on (model)\nmax by (model) ({TRAINING_RUNNING}) == 1"),
         for_=slo.training.for_,
         severity="warning",
         summary="training of {{ $labels.model }} wrote no checkpoint for {{ $value | humanizeDuration }}",
-        description=(f"From {TRAINING_CHECKPOINT_TS}. Check the trainer log for a hang, a crashed data loader or a "
-                     "full disk; the run resumes from its last checkpoint when restarted."),
+        description=(f"From {TRAINING_CHECKPOINT_AGE} while {TRAINING_RUNNING} is 1 (an idle sidecar waiting for "
+                     "data does not alert). Check the trainer log for a hang, a crashed data loader or a full disk; "
+                     "the run resumes from its last checkpoint when restarted."),
         signal=signal,
     )
 

@@ -168,7 +168,7 @@ def training_dashboard(slo: SLOConfig) -> DashboardSpec:
 
     since = Panel(
         "training_checkpoint_age", "Time since the last checkpoint", "A running training that stops writing "
-        "checkpoints is stalled; the line is the alert threshold.", "s",
+        "checkpoints is stalled (an idle sidecar is not); the line is the alert threshold.", "s",
         (Query(f"model:training_seconds_since_checkpoint:max{{{M}}}", "{{model}}"),), (TRAINER.name,),
         threshold=Threshold(slo.training.max_seconds_without_checkpoint, "stalled"), main=False,
         cpu_note="empty while no training runs")
@@ -179,10 +179,16 @@ def training_dashboard(slo: SLOConfig) -> DashboardSpec:
                     "generate`.",
         model_variable_query="label_values(training_step, model)",
         rows=(Row("Training", (
-            gauge("training_loss", "Training loss", "training_loss", "short", "Loss of the latest step.", main=True),
+            Panel("training_loss", "Training loss", "Mean training loss over the last progress interval, and the "
+                  "validation loss after each epoch.", "short",
+                  (Query(f"training_loss{{{M}}}", "{{model}} train"),
+                   Query(f"training_val_loss{{{M}}}", "{{model}} validation")), (TRAINER.name,),
+                  cpu_note="empty while no training runs"),
             gauge("training_step", "Training step", "training_step", "short", "Optimizer steps so far.", main=True),
             gauge("training_accuracy", "Validation accuracy", "training_accuracy", "percentunit",
-                  "Accuracy on the validation split."),
+                  "Held-out accuracy after the latest epoch."),
+            gauge("training_running", "Training running", "training_running", "short",
+                  "1 while training, 0 while the sidecar waits for new data."),
             gauge("training_throughput", "Training throughput", "training_samples_per_second", "short",
                   "Samples per second."),
             since,

@@ -24,7 +24,8 @@ QUANTILES = ("0.5", "0.95", "0.99")
 CLIENT_HISTOGRAM = "inference_client_request_duration_seconds"
 CLIENT_RETRIES = "inference_client_retries_total"
 CLIENT_OK_OUTCOME = "ok"
-TRAINING_CHECKPOINT_TS = "training_last_checkpoint_timestamp_seconds"
+TRAINING_CHECKPOINT_AGE = "training_seconds_since_checkpoint"   # since process start before the first checkpoint
+TRAINING_RUNNING = "training_running"                              # 1 while training, 0 while the sidecar idles
 
 
 @dataclass(frozen=True)
@@ -154,10 +155,8 @@ def _gpu_rules() -> list[RecordingRule]:
 
 
 def _training_rules() -> list[RecordingRule]:
-    return [
-        RecordingRule("model:training_seconds_since_checkpoint:max",
-                      f"time() - max by (model) ({TRAINING_CHECKPOINT_TS} > 0)"),
-    ]
+    # The sidecar computes the age when scraped, so it keeps growing while a hung trainer's HTTP thread still answers.
+    return [RecordingRule("model:training_seconds_since_checkpoint:max", f"max by (model) ({TRAINING_CHECKPOINT_AGE})")]
 
 
 def recording_groups(slo: SLOConfig) -> list[RuleGroup]:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from monitoring.alert_rules import alert_groups, all_alerts
 from monitoring.go_templates import humanize_duration, humanize_percentage
 from monitoring.promql import number
-from monitoring.recording_rules import CLIENT_HISTOGRAM, CLIENT_OK_OUTCOME, TRAINING_CHECKPOINT_TS, recording_groups
+from monitoring.recording_rules import (CLIENT_HISTOGRAM, CLIENT_OK_OUTCOME, TRAINING_CHECKPOINT_AGE, TRAINING_RUNNING,
+                                        recording_groups)
 from monitoring.slo import SLOConfig, duration_seconds
 from monitoring.targets import TRITON
 
@@ -362,23 +363,27 @@ def _target_cases(slo: SLOConfig) -> list[Case]:
 def _training_cases(slo: SLOConfig) -> list[Case]:
     name = "TrainingStalled"
     limit = slo.training.max_seconds_without_checkpoint
-    last_checkpoint = 60
-    fire_at = last_checkpoint + int(limit) + _seconds(slo.training.for_) + 120
-    labels = 'model="digits",instance="trainer:9402",job="trainer"'
-    stalled = Case(f"{name}: the last checkpoint was written at t={last_checkpoint}s", {
-        f"{TRAINING_CHECKPOINT_TS}{{{labels}}}": const(last_checkpoint),
+    fire_at = int(limit) + _seconds(slo.training.for_) + 120
+    digits = 'model="digits",instance="trainer:9402",job="trainer"'
+    textclf = 'model="textclf",instance="trainer:9402",job="trainer"'
+    # The age grows by one sample interval per sample from t=0, so at time T it reads T seconds.
+    stalled = Case(f"{name}: a running training that never checkpoints again", {
+        f"{TRAINING_CHECKPOINT_AGE}{{{digits}}}": f"0+{STEP_S}x{{n}}",
+        f"{TRAINING_RUNNING}{{{digits}}}": const(1),
     })
     stalled.alert_tests = [
-        silent(name, _t(last_checkpoint + limit / 2)),
+        silent(name, _t(limit / 2)),
         fired(name, _t(fire_at), [(
             {"severity": "warning", "model": "digits"},
-            {"summary": f"training of digits wrote no checkpoint for {humanize_duration(fire_at - last_checkpoint)}",
+            {"summary": f"training of digits wrote no checkpoint for {humanize_duration(fire_at)}",
              "description": description(slo, name)},
         )]),
     ]
-    healthy = Case(f"{name}: a checkpoint every sample, and a run that has not written its first checkpoint yet", {
-        f"{TRAINING_CHECKPOINT_TS}{{{labels}}}": f"0+{STEP_S}x{{n}}",
-        f'{TRAINING_CHECKPOINT_TS}{{model="textclf",instance="trainer:9402",job="trainer"}}': const(0),
+    healthy = Case(f"{name}: checkpoints keep coming, and an idle sidecar (training_running 0) is not stalled", {
+        f"{TRAINING_CHECKPOINT_AGE}{{{digits}}}": const(30),
+        f"{TRAINING_RUNNING}{{{digits}}}": const(1),
+        f"{TRAINING_CHECKPOINT_AGE}{{{textclf}}}": f"0+{STEP_S}x{{n}}",
+        f"{TRAINING_RUNNING}{{{textclf}}}": const(0),
     }, alert_tests=[silent(name, _t(fire_at))])
     return [stalled, healthy]
 

@@ -1,8 +1,8 @@
 """The issue's "verified for real" test: the real Prometheus scraping the real Triton under load.
 
 One stack for the module: Triton 2.51 (CPU, python backend) serves ``digits`` (tests/monitoring/model_repository); this
-process puts load on it with tritonclient and exposes the client latency histogram of clients/metrics.py plus a
-training sidecar's gauges; the real NVML exporter runs (and finds no GPU); a dcgm-exporter target points at a closed
+process puts load on it with tritonclient and exposes the client latency histogram of clients/metrics.py and the
+training sidecar's metrics (training/telemetry.py); the real NVML exporter runs (and finds no GPU); a dcgm-exporter target points at a closed
 port (a missing exporter). Prometheus scrapes all of it every second with the committed rules. Then every recording
 rule, alert expression and dashboard query is evaluated through the HTTP API: each must parse and return data, except
 the ones listed in the ``EXPECTED_EMPTY`` tables, each with the reason it is empty on this machine.
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import requests
 import tritonclient.http as httpclient
-from prometheus_client import REGISTRY, CollectorRegistry, Gauge, start_http_server
+from prometheus_client import REGISTRY, start_http_server
 from tritonclient.utils import InferenceServerException
 
 from clients.metrics import REQUEST_DURATION
@@ -35,6 +35,7 @@ from monitoring.panels import ALL_MODELS, MODEL_VARIABLE, dashboards
 from monitoring.prom_api import PrometheusAPI, finite
 from monitoring.recording_rules import recording_groups
 from monitoring.slo import load_slo
+from training.telemetry import TrainingMetrics
 from tests.monitoring.conftest import MODEL_REPOSITORY, run_monitoring_cli, start_monitoring_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_leftover_prometheus")]
@@ -102,24 +103,12 @@ def _load(url: str, stop_at: float, counts: dict, lock: threading.Lock) -> None:
     client.close()
 
 
-def _trainer_registry() -> tuple[CollectorRegistry, dict[str, Gauge]]:
-    """The training sidecar's gauges (names from the issue; labelled model=<name>)."""
-    reg = CollectorRegistry()
-    gauges = {name: Gauge(name, help_text, ["model"], registry=reg) for name, help_text in [
-        ("training_loss", "loss of the latest step"), ("training_accuracy", "validation accuracy"),
-        ("training_step", "optimizer steps"), ("training_epoch", "epoch"),
-        ("training_samples_per_second", "throughput"), ("training_seconds_since_checkpoint", "age of checkpoint"),
-        ("training_last_checkpoint_timestamp_seconds", "when the last checkpoint was written")]}
-    return reg, gauges
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("stack")
     client_port, trainer_port, gpu_port, dcgm_port = free_port(), free_port(), free_port(), free_port()
     client_http, _ = start_http_server(client_port, addr="127.0.0.1", registry=REGISTRY)
-    trainer_reg, trainer = _trainer_registry()
-    trainer_http, _ = start_http_server(trainer_port, addr="127.0.0.1", registry=trainer_reg)
+    trainer = TrainingMetrics(MODEL, trainer_port, host="127.0.0.1")      # the training sidecar's own metrics
     gpu_exporter = start_monitoring_cli("gpu-exporter", "--port", str(gpu_port))
     config = ServerConfig(repository=MODEL_REPOSITORY, http_port=free_port(), grpc_port=free_port(),
                           metrics_port=free_port(), log_file=tmp / "triton.log", exit_timeout_s=1, ready_timeout_s=90)
@@ -137,15 +126,17 @@ def stack(tmp_path_factory):
             with ThreadPoolExecutor(CONCURRENCY) as pool:
                 workers = [pool.submit(_load, triton.http_url, stop_at, counts, lock) for _ in range(CONCURRENCY)]
                 step = 0
-                while time.monotonic() < stop_at:
+                trainer.running.set(1)
+                while time.monotonic() < stop_at:          # a training run progressing next to the serving load
                     step += 50
-                    trainer["training_step"].labels(MODEL).set(step)
-                    trainer["training_epoch"].labels(MODEL).set(step // 500)
-                    trainer["training_loss"].labels(MODEL).set(2.3 * math.exp(-step / 400))
-                    trainer["training_accuracy"].labels(MODEL).set(1 - math.exp(-step / 300))
-                    trainer["training_samples_per_second"].labels(MODEL).set(1200)
-                    trainer["training_seconds_since_checkpoint"].labels(MODEL).set(step % 200 / 50)
-                    trainer["training_last_checkpoint_timestamp_seconds"].labels(MODEL).set(time.time() - 3)
+                    trainer.step.set(step)
+                    trainer.epoch.set(step // 500)
+                    trainer.loss.set(2.3 * math.exp(-step / 400))
+                    trainer.val_loss.set(2.5 * math.exp(-step / 450))
+                    trainer.accuracy.set(1 - math.exp(-step / 300))
+                    trainer.samples_per_second.set(1200)
+                    if step % 200 == 0:
+                        trainer.checkpoint_written()
                     time.sleep(1)
                 for worker in workers:
                     worker.result()
@@ -161,7 +152,7 @@ def stack(tmp_path_factory):
         gpu_exporter.terminate()
         gpu_exporter.wait(timeout=15)
         client_http.shutdown()
-        trainer_http.shutdown()
+        trainer.close()
 
 
 def _with_data(api: PrometheusAPI, expr: str) -> list:
