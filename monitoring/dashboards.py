@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import json
 
-from grafana_foundation_sdk.builders.common import GraphThresholdsStyleConfig, ScaleDistributionConfig, VizLegendOptions
+from grafana_foundation_sdk.builders.common import (
+    GraphThresholdsStyleConfig,
+    ScaleDistributionConfig,
+    VizLegendOptions,
+    VizTooltipOptions,
+)
 from grafana_foundation_sdk.builders.dashboard import Dashboard, QueryVariable, ThresholdsConfig
 from grafana_foundation_sdk.builders.dashboard import Row as RowBuilder
 from grafana_foundation_sdk.builders.prometheus import Dataquery as PrometheusQuery
@@ -21,6 +26,8 @@ from grafana_foundation_sdk.models.common import (
     LegendDisplayMode,
     LegendPlacement,
     ScaleDistribution,
+    SortOrder,
+    TooltipDisplayMode,
 )
 from grafana_foundation_sdk.models.dashboard import (
     DashboardCursorSync,
@@ -62,6 +69,7 @@ def _panel(spec: Panel, panel_id: int) -> TimeseriesPanel:
         .fill_opacity(10)
         .legend(VizLegendOptions().display_mode(LegendDisplayMode.LIST).placement(LegendPlacement.BOTTOM)
                 .show_legend(True))
+        .tooltip(VizTooltipOptions().mode(TooltipDisplayMode.MULTI).sort(SortOrder.DESCENDING))
     )
     for index, query in enumerate(spec.queries):
         ref = chr(ord("A") + index)

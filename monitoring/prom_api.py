@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import requests
 
 from common.errors import UserError
+from monitoring.targets import JOBS_BY_NAME
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,6 @@ def finite(series: Series) -> bool:
 
 def describe_down(targets: list[TargetHealth], expected_jobs: list[str] | None = None) -> list[str]:
     """One sentence per missing or unhealthy target, naming the job and the reason Prometheus gives."""
-    from monitoring.targets import JOBS_BY_NAME
-
     lines = []
     for t in targets:
         if not t.up:

@@ -60,7 +60,8 @@ def _triton_rules(w: str) -> list[RecordingRule]:
         RecordingRule("model:inference_requests:rate", f"{success}\n+\nmodel:inference_failures:rate",
                       {"source": "triton"}),
         RecordingRule("model:inference_errors:ratio",
-                      'model:inference_failures:rate\n/ ignoring (source)\nmodel:inference_requests:rate{source="triton"}',
+                      "model:inference_failures:rate\n/ ignoring (source)\n"
+                      'model:inference_requests:rate{source="triton"}',
                       {"source": "triton"}),
         RecordingRule("model:inferences:rate", per_model_rate("nv_inference_count")),
         RecordingRule("model:inference_executions:rate", per_model_rate("nv_inference_exec_count")),
@@ -84,7 +85,8 @@ def _latency_rules(w: str) -> list[RecordingRule]:
     rules = [
         # Per server: Triton's summary is a per-process sliding-window quantile; it may be shown per instance ...
         RecordingRule("instance_model:inference_request_latency_seconds",
-                      f"max by (instance, model, quantile) (nv_inference_request_summary_us{{{quantile_matcher}}}) / 1e6"),
+                      f"max by (instance, model, quantile) (nv_inference_request_summary_us{{{quantile_matcher}}})"
+                      " / 1e6"),
         # ... and its maximum over servers is an upper bound of the fleet's quantile (never average quantiles).
         RecordingRule("model:inference_request_latency_seconds",
                       f"max by (model, quantile) (nv_inference_request_summary_us{{{quantile_matcher}}}) / 1e6",

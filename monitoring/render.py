@@ -112,8 +112,8 @@ def _no_data_reason(data: PanelData, down: dict[str, list[str]]) -> str:
     return reason
 
 
-def draw(ax, data: PanelData, model: str | None, down: dict[str, list[str]]) -> None:
-    """Draw one panel (or one model's share of a per-model panel) into ``ax``."""
+def draw(ax, data: PanelData, model: str | None, down: dict[str, list[str]], start: float, end: float) -> None:
+    """Draw one panel (or one model's share of a per-model panel) into ``ax``, on the common time axis."""
     import matplotlib.dates as mdates
 
     panel = data.panel
@@ -144,6 +144,7 @@ def draw(ax, data: PanelData, model: str | None, down: dict[str, list[str]]) -> 
         ax.axhline(panel.threshold.value, linestyle="--", color="red", linewidth=1,
                    label=threshold_text(panel.threshold, panel.unit))
     ax.yaxis.set_major_formatter(_formatter(panel.unit))
+    ax.set_xlim(datetime.fromtimestamp(start), datetime.fromtimestamp(end))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
     ax.tick_params(labelsize=7)
     if panel.log_scale:
@@ -187,7 +188,7 @@ def render_panels(api: PrometheusAPI, panels: list[Panel], start: float, end: fl
         cells = _cells(data)
         fig, axes = _pyplot().subplots(len(cells), 1, figsize=(8, 3.2 * len(cells)), squeeze=False)
         for ax, model in zip(axes[:, 0], cells):
-            draw(ax, data, model, down)
+            draw(ax, data, model, down, start, end)
         fig.autofmt_xdate()
         name = f"{data.panel.key}.png"
         _save(fig, out_dir / name)
@@ -223,7 +224,7 @@ def _overview(all_data: list[PanelData], down: dict[str, list[str]], path: Path,
     rows = math.ceil(len(cells) / columns)
     fig, axes = _pyplot().subplots(rows, columns, figsize=(8 * columns, 3.2 * rows), squeeze=False)
     for ax, (data, model) in zip(axes.flat, cells):
-        draw(ax, data, model, down)
+        draw(ax, data, model, down, start, end)
     for ax in list(axes.flat)[len(cells):]:
         ax.axis("off")
     span = f"{datetime.fromtimestamp(start):%Y-%m-%d %H:%M:%S} to {datetime.fromtimestamp(end):%H:%M:%S}"

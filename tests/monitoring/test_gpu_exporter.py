@@ -70,7 +70,7 @@ class FakeNVMLError(Exception):
 
 
 class FakeNVML:
-    """Two GPUs: GPU 0 whole (its power reading fails: GPU lost), GPU 1 in MIG mode with two instances in three slots."""
+    """Two GPUs: GPU 0 whole (its power reading fails: GPU lost), GPU 1 in MIG mode, two instances in three slots."""
 
     NVMLError = FakeNVMLError
     NVML_ERROR_NOT_SUPPORTED = 3

@@ -2,10 +2,11 @@
 
 One stack for the module: Triton 2.51 (CPU, python backend) serves ``digits`` (tests/monitoring/model_repository); this
 process puts load on it with tritonclient and exposes the client latency histogram of clients/metrics.py and the
-training sidecar's metrics (training/telemetry.py); the real NVML exporter runs (and finds no GPU); a dcgm-exporter target points at a closed
-port (a missing exporter). Prometheus scrapes all of it every second with the committed rules. Then every recording
-rule, alert expression and dashboard query is evaluated through the HTTP API: each must parse and return data, except
-the ones listed in the ``EXPECTED_EMPTY`` tables, each with the reason it is empty on this machine.
+training sidecar's metrics (training/telemetry.py); the real NVML exporter runs (and finds no GPU); a dcgm-exporter
+target points at a closed port (a missing exporter). Prometheus scrapes all of it every second with the committed
+rules. Then every recording rule, alert expression and dashboard query is evaluated through the HTTP API: each must
+parse and return data, except the ones listed in the ``EXPECTED_EMPTY`` tables, each with the reason it is empty on
+this machine.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -244,7 +244,8 @@ def test_percentiles_are_ordered_and_sources_agree(stack):
     [per_server] = _with_data(api, f'instance_model:inference_request_latency_seconds{{model="{MODEL}",'
                                    'quantile="0.99"}')
     assert per_server.values[0] == pytest.approx(latency("triton", "0.99"))   # one server: max over one
-    rates = {s.labels["source"]: s.values[0] for s in _with_data(api, f'model:inference_requests:rate{{model="{MODEL}"}}')}
+    rates = {s.labels["source"]: s.values[0]
+             for s in _with_data(api, f'model:inference_requests:rate{{model="{MODEL}"}}')}
     assert set(rates) == {"client", "triton"}
     assert 0.5 < rates["triton"] / rates["client"] < 2, rates
 

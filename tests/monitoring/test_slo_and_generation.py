@@ -31,7 +31,7 @@ def write_slo(path: Path, text: str) -> Path:
     return path
 
 
-# -- the SLO file --------------------------------------------------------------------------------------------------------
+# -- the SLO file ----------------------------------------------------------------------------------------------------
 def test_committed_slo_file_loads_with_the_platform_models():
     slo = load_slo()
     assert slo.models["digits"].p99_latency_seconds > 0
@@ -71,7 +71,7 @@ def test_cli_reports_a_bad_slo_file_in_one_line(tmp_path):
     assert_one_line_error(result, "missing.toml", "does not exist")
 
 
-# -- generated files -----------------------------------------------------------------------------------------------------
+# -- generated files -------------------------------------------------------------------------------------------------
 def test_committed_generated_files_are_current():
     """The CI gate: editing slo.toml or a generator without `python -m monitoring generate` fails here."""
     result = run_monitoring_cli("generate", "--check")
@@ -139,7 +139,7 @@ def test_dashboards_use_the_provisioned_datasource_and_draw_the_slo_line():
         assert needed in queries
 
 
-# -- promtool --------------------------------------------------------------------------------------------------------------
+# -- promtool --------------------------------------------------------------------------------------------------------
 @needs_promtool
 def test_promtool_accepts_config_and_rules_and_the_unit_tests_pass():
     results = check_all(MONITORING_DIR)
