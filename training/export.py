@@ -59,7 +59,10 @@ def export_weights(
     for key, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise UserError(f"refusing to export {run_dir / WEIGHTS_NAME}: weight {key!r} has non-finite values")
-    blob = save_safetensors(state, metadata={"model": spec.name, "format": "pt"})
+    # One metadata entry only: safetensors keeps metadata in a hash map whose order changes from process to process,
+    # and the same weights must give the same bytes (resume equivalence is checked byte for byte). The model name
+    # and everything else about the weights is in manifest.json.
+    blob = save_safetensors(state, metadata={"format": "pt"})
     atomic_write_bytes(run_dir / WEIGHTS_NAME, blob)
     tokenizer_ref = None
     if "tokenizer_json" in splits.artifacts:

@@ -6,8 +6,9 @@ Producers should write the file under a name starting with ``.`` (ignored) and r
 
 A file is taken whole or not at all: any malformed line rejects the file with a warning naming file, line and reason
 (the sidecar keeps running, and a corrected file with new content is tried again). An accepted file is copied into
-``RUN_DIR/data/`` (atomically) and recorded with its SHA-256 in the checkpoint, so a resumed or audited run reads
-exactly the bytes it trained on, even after the producer has removed the original.
+``RUN_DIR/data/`` (atomically) and recorded with its SHA-256 in the next checkpoint, so a resumed or audited run reads
+exactly the bytes it trained on, even after the producer has removed the original. A copy that no checkpoint records
+yet (the sidecar stopped right after accepting it) is *pending* and is folded in again on the next start.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def candidates(watch_dir: Path, seen: set[str]) -> list[Path]:
         if path.name.startswith(".") or not path.is_file():
             continue
         try:
-            key = f"{path.name}:{sha256_bytes(path.read_bytes())}"
+            key = source_key(path.name, sha256_bytes(path.read_bytes()))
         except OSError:
             continue
         if key not in seen:
@@ -68,10 +69,39 @@ def accept(spec: ModelSpec, splits: Splits, arch: Any, path: Path, run_dir: Path
         spec.decode_records(records, splits, arch)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
-    digest = sha256_bytes(blob)
-    stored = Path(DATA_DIR) / f"{taken:05d}-{path.name}"
+    stored = stored_name(taken, path)
     atomic_write_bytes(run_dir / stored, blob)
-    return {"file": str(stored), "source": str(path), "sha256": digest, "records": len(records)}, records
+    return {"file": stored, "source": str(path), "sha256": sha256_bytes(blob), "records": len(records)}, records
+
+
+def stored_name(index: int, source: Path) -> str:
+    return f"{DATA_DIR}/{index:05d}-{source.name}"
+
+
+def source_key(name: str, sha256: str) -> str:
+    """What identifies a data file across the watched directory and the run's copies: original name + content."""
+    return f"{name}:{sha256}"
+
+
+def recorded_keys(entries: list[dict[str, Any]]) -> set[str]:
+    return {source_key(Path(e["source"]).name, e["sha256"]) for e in entries}
+
+
+def pending(run_dir: Path, recorded: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copies in ``RUN_DIR/data/`` that no checkpoint records yet (accepted just before a restart), in order."""
+    folder = run_dir / DATA_DIR
+    if not folder.is_dir():
+        return []
+    known = {e["file"] for e in recorded}
+    out = []
+    for path in sorted(folder.glob("[0-9][0-9][0-9][0-9][0-9]-*.jsonl")):
+        name = f"{DATA_DIR}/{path.name}"
+        if name in known:
+            continue
+        blob = path.read_bytes()
+        out.append({"file": name, "source": path.name[6:], "sha256": sha256_bytes(blob),
+                    "records": len(parse_records(blob, str(path)))})
+    return out
 
 
 def read_recorded(run_dir: Path, incoming: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

@@ -15,9 +15,12 @@ start resumes there. Under torchrun every decision is rank 0's, broadcast to the
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
+
+from common.files import sha256_file
 
 from training import incoming
 from training.config import RunConfig
@@ -80,25 +83,23 @@ def _wait_for_data(trainer: Trainer, stop: StopFlag, rejected: set[str]) -> list
 
 
 def _look(trainer: Trainer, stop: StopFlag, rejected: set[str]) -> str | list[dict] | None:
+    """Rank 0: "stop", the entries of newly accepted data (pending copies first), or ``None``."""
     if stop.requested:
         return "stop"
+    run_dir = trainer.run.path
+    accepted = incoming.pending(run_dir, trainer.state.incoming)
     watch = trainer.config.sidecar.watch_dir
-    if watch is None:
-        return None
-    seen = rejected | {f"{Path(e['source']).name}:{e['sha256']}" for e in trainer.state.incoming}
-    accepted = []
-    for path in incoming.candidates(Path(watch), seen):
-        taken = len(trainer.state.incoming) + len(accepted)
-        try:
-            entry, _records = incoming.accept(trainer.spec, trainer.splits, trainer.arch, path, trainer.run.path, taken)
-        except (ValueError, UnicodeDecodeError, OSError) as exc:
-            from common.files import sha256_file
-
-            print(f"warning: rejected {path}: {exc}", file=sys.stderr, flush=True)
+    if watch is not None:
+        seen = rejected | incoming.recorded_keys(trainer.state.incoming) | incoming.recorded_keys(accepted)
+        for path in incoming.candidates(Path(watch), seen):
+            taken = len(trainer.state.incoming) + len(accepted)
             try:
-                rejected.add(f"{path.name}:{sha256_file(path)}")
-            except OSError:
-                pass
-            continue
-        accepted.append(entry)
+                entry, _records = incoming.accept(trainer.spec, trainer.splits, trainer.arch, path, run_dir, taken)
+            except (ValueError, UnicodeDecodeError, OSError) as exc:
+                reason = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+                print(f"warning: rejected new data {reason} (fix it and drop it again)", file=sys.stderr, flush=True)
+                with contextlib.suppress(OSError):
+                    rejected.add(incoming.source_key(path.name, sha256_file(path)))
+                continue
+            accepted.append(entry)
     return accepted or None

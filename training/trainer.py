@@ -156,17 +156,20 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ set-up
     def setup(self) -> None:
         ctx, config = self.ctx, self.config
-        configure_torch(config, ctx.device)
         if config.amp != "off" and ctx.device.type != "cuda" and config.amp != "auto":
             _log(ctx, f"note: --amp {config.amp} applies to CUDA only; this run is float32 on {ctx.device}")
-        self._main_only("claiming the run directory", self._claim)
         if config.batch_size % ctx.world_size:
             raise UserError(f"--batch-size {config.batch_size} is the global batch and must be divisible by the "
                             f"number of processes ({ctx.world_size})")
-        if ctx.is_main:
+
+        def start_metrics_and_claim() -> None:
             self.metrics = TrainingMetrics(config.model, config.metrics.port, config.metrics.host)
             if config.metrics.port:
                 _log(ctx, f"Prometheus metrics on http://{config.metrics.host}:{config.metrics.port}/metrics")
+            self._claim()
+
+        self._main_only("claiming the run directory", start_metrics_and_claim)
+        configure_torch(config, ctx.device)
         started = time.monotonic()
         self.splits = self.spec.load_data(self.data_cfg, self.arch)
         base_train: Dataset = self.splits.train
@@ -253,7 +256,8 @@ class Trainer:
         s.epochs_target = s.epoch + rounds
         s.finished, s.stop_reason, s.bad_epochs = False, None, 0
         self.schedule.start_segment(s.step, self.steps_for_epochs(rounds))
-        self._checkpoint()  # from here on the new data is part of the run, also after a restart
+        # No checkpoint here: its name would repeat the epoch-end checkpoint's. Until the next checkpoint records
+        # the new data, a restarted sidecar finds it as pending in RUN_DIR/data/ and folds it in the same way.
 
     # ------------------------------------------------------------------------------------------------ resume
     def _resume(self) -> bool:
