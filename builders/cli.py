@@ -193,7 +193,8 @@ def _publish(package, args, settings) -> int:
     from builders.pipeline import roll_out
     from builders.repository import publish_package
 
-    published = publish_package(package, args.repository, settings.publish.keep_versions)
+    published = publish_package(package, args.repository, settings.publish.keep_versions,
+                                plan_check=not getattr(args, "skip_plan_check", False))
     print(f"published {package.primary} version {published.version} to {args.repository} "
           f"(previous: {published.previous or 'none'}; members: {', '.join(package.members)})")
     if args.triton_url:
@@ -332,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--triton-url", help="HOST:PORT of a Triton in explicit mode to load the version on")
     p.add_argument("--keep", type=int, help="versions to keep per model")
     p.add_argument("--work-dir", type=Path, help="where rollout records go (overrides publish.work_dir)")
+    p.add_argument("--skip-plan-check", action="store_true",
+                   help="publish a TensorRT plan this host cannot run (e.g. a builder host publishing for GPU servers)")
     _add_config(p)
     p.set_defaults(func=cmd_publish)
 
@@ -348,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--triton-url", help="HOST:PORT of a Triton in explicit mode to load it on")
     p.add_argument("--keep", type=int, help="versions to keep per model")
     p.add_argument("--work-dir", type=Path, help="where the rollback package is assembled (overrides publish.work_dir)")
+    p.add_argument("--skip-plan-check", action="store_true",
+                   help="roll back to a version whose TensorRT plan this host cannot run")
     _add_config(p)
     p.set_defaults(func=cmd_rollback)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,13 +60,27 @@ def _dynamic_shapes(exported, config: ExportConfig):
     return tuple(shapes)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _exporter_reason(exc: BaseException) -> str:
-    """The informative line of an exporter failure (unsupported op names come first when present)."""
-    text = str(exc)
-    for line in text.splitlines():
-        if "Unsupported" in line or "unsupported" in line or "not supported" in line or "aten::" in line:
+    """The informative part of an exporter failure: the operator without an ONNX translation when there is one."""
+    texts, seen = [], exc
+    while seen is not None and len(texts) < 6:
+        texts.append(_ANSI.sub("", str(seen)))
+        seen = seen.__cause__ or seen.__context__
+    full = "\n".join(texts)
+    missing = re.search(r"No ONNX function found for <OpOverload\(op='([^']+)'", full)
+    if missing:
+        return (f"operator {missing.group(1)} has no ONNX translation (express it with supported operators, or "
+                "register an onnxscript function for it)")
+    for line in full.splitlines():
+        if line.startswith("<class '") and "'>: " in line:
+            return line.split("'>: ", 1)[1].strip()
+    for line in full.splitlines():
+        if "nsupported" in line or "not supported" in line:
             return line.strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in full.splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
 
 

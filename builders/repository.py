@@ -168,9 +168,26 @@ class Published:
     pruned: dict[str, list[int]]
 
 
-def publish_package(package: Package, repository: str | Path, keep: int) -> Published:
-    """Publish every member of ``package`` as the same new version N+1, then keep the newest ``keep`` versions."""
+def check_plans(package: Package) -> None:
+    """Refuse a package whose TensorRT plan this host's GPU / TensorRT cannot run (the message names the rebuild)."""
+    from builders.tensorrt_meta import ensure_compatible, host_info, read_metadata
+
+    host = None
+    for member in package.members:
+        plan = package.version_dir(member) / "model.plan"
+        if plan.is_file():
+            host = host or host_info()
+            ensure_compatible(read_metadata(plan), host, f"{member}/model.plan")
+
+
+def publish_package(package: Package, repository: str | Path, keep: int, plan_check: bool = True) -> Published:
+    """Publish every member of ``package`` as the same new version N+1, then keep the newest ``keep`` versions.
+
+    With ``plan_check`` a TensorRT plan that this host could not load is refused before anything is written.
+    """
     repository = Path(repository)
+    if plan_check:
+        check_plans(package)
     with locked(repository):
         number = next_version(repository, package.members)
         previous = serving_version(repository / package.primary)

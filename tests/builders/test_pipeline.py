@@ -205,3 +205,25 @@ def test_config_with_a_typo_is_a_finding_with_line_and_field(built_repository, t
     config.write_text(config.read_text().replace("max_batch_size", "max_batch_sizee", 1))
     [finding] = lint_model_dir(repository / "digits", "onnxruntime")
     assert "configs/onnxruntime.pbtxt" in str(finding) and "max_batch_sizee" in str(finding)
+
+
+def test_an_operator_the_exporter_cannot_handle_is_named(digits_run, tmp_path):
+    import dataclasses
+
+    import torch
+
+    from builders.onnx_export import export
+    from builders.settings import ExportConfig
+    from training.export import load_exported
+
+    class Unexportable(torch.nn.Module):
+        def forward(self, image):
+            flat = image.flatten(1)[:, :9].reshape(-1, 3, 3)
+            scores = torch.linalg.eigvals(flat).real
+            return scores, scores.softmax(-1)
+
+    exported = dataclasses.replace(load_exported(digits_run), model=Unexportable())
+    with pytest.raises(UserError, match=r"cannot export model 'digits' from .* to ONNX opset 18: operator "
+                                        r"aten\.linalg_eig has no ONNX translation"):
+        export(exported, tmp_path / "model.onnx", ExportConfig())
+    assert not (tmp_path / "model.onnx").exists()

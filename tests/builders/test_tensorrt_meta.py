@@ -129,3 +129,19 @@ def test_engine_build_matches_onnxruntime(digits_run, tmp_path):
     assert result.parity.passed
     assert read_metadata(result.plan).onnx_sha256 == exp.onnx.sha256
     assert (tmp_path / "timing.cache").stat().st_size > 0
+
+
+def test_publishing_a_plan_this_host_cannot_run_is_refused(built_repository, tmp_path, profiles):
+    """On a machine without TensorRT/GPU, a package carrying a plan is refused before the repository changes."""
+    from builders.repository import package_from_version, publish_package
+    from tests.builders.conftest import copy_repository, tree_state
+
+    repository = copy_repository(built_repository, tmp_path / "repo")
+    package = package_from_version(repository, "digits", 1, tmp_path / "package")
+    plan = package.version_dir("digits") / "model.plan"
+    plan.write_bytes(b"engine")
+    atomic_write_text(metadata_path(plan), make_meta(profiles).model_dump_json())
+    before = tree_state(repository)
+    with pytest.raises(UserError, match="digits/model.plan: built with TensorRT 10.5.0 for NVIDIA H100"):
+        publish_package(package, repository, keep=3, plan_check=True)
+    assert tree_state(repository) == before
