@@ -85,8 +85,8 @@ class ConnectionSettings(BaseModel):
     grpc_keepalive_time_ms: int = Field(30_000, ge=1000, description="gRPC keep-alive ping interval on an idle channel")
     grpc_keepalive_timeout_ms: int = Field(10_000, ge=100, description="how long a keep-alive ping may go unanswered")
     grpc_reconnect_backoff_max_ms: int = Field(
-        1000, ge=100, description="longest wait of the gRPC channel before it tries a lost server again (gRPC's own "
-                                  "default of 120 s would hide a restarted server from retries)")
+        500, ge=100, description="longest wait of the gRPC channel before it tries a lost server again (gRPC's own "
+                                  "default of 120 s would hide a restarted server from retries for minutes)")
     grpc_max_message_bytes: int = Field(2**31 - 1, gt=0, description="largest gRPC message sent or received")
 
 

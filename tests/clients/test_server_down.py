@@ -18,6 +18,10 @@ FEATURES = np.ones((2, 4), np.float32)
 BUDGET_S = 5.0
 # fast backoff so a 5 s budget sees many attempts; the default (50 ms .. 2 s) behaves the same, only slower
 RETRY = {"budget_s": BUDGET_S, "timeout_s": 2.0, "backoff_initial_s": 0.05, "backoff_max_s": 0.5}
+# Triton takes 1 s to start here when the machine is quiet and over 3 s when it is busy: the restart test gives the
+# server 2 s of downtime plus its start-up, inside a budget that leaves room for a busy machine.
+RESTART_BUDGET_S = 10.0
+RESTART_RETRY = {**RETRY, "budget_s": RESTART_BUDGET_S}
 
 
 def _timed(call):
@@ -29,14 +33,14 @@ def _timed(call):
         return exc, time.monotonic() - started
 
 
-def _sync_call(url: str, protocol: str, **settings):
-    with TritonClient(url, protocol, retry=RETRY, **settings) as client:
+def _sync_call(url: str, protocol: str, retry: dict = RETRY):
+    with TritonClient(url, protocol, retry=retry) as client:
         return _timed(lambda: client.infer("toy", FEATURES))
 
 
-def _async_call(url: str, protocol: str, **settings):
+def _async_call(url: str, protocol: str, retry: dict = RETRY):
     async def run():
-        async with AsyncTritonClient(url, protocol, retry=RETRY, **settings) as client:
+        async with AsyncTritonClient(url, protocol, retry=retry) as client:
             started = time.monotonic()
             try:
                 return await client.infer("toy", FEATURES), time.monotonic() - started
@@ -80,9 +84,10 @@ def test_a_server_restarted_within_the_budget_makes_the_call_succeed(tmp_path):
     http_url, grpc_url = f"127.0.0.1:{config.http_port}", f"127.0.0.1:{config.grpc_port}"
     first = TritonServer(config).start()
     second = TritonServer(config.model_copy(update={"log_file": tmp_path / "restarted.log"}))
-    shm_client = TritonClient(grpc_url, "grpc", shared_memory="system", retry=RETRY)
+    shm_client = TritonClient(grpc_url, "grpc", shared_memory="system", retry=RESTART_RETRY)
     outcomes: dict[str, tuple[object, float]] = {}
-    calls = {"http-sync": (_sync_call, http_url, "http"), "grpc-async": (_async_call, grpc_url, "grpc"),
+    calls = {"http-sync": (_sync_call, http_url, "http", RESTART_RETRY),
+             "grpc-async": (_async_call, grpc_url, "grpc", RESTART_RETRY),
              "grpc-shm": (_timed, lambda: shm_client.infer("toy", FEATURES))}
     callers = [threading.Thread(target=lambda n=name, f=spec[0], a=spec[1:]: outcomes.__setitem__(n, f(*a)))
                for name, spec in calls.items()]
@@ -94,7 +99,9 @@ def test_a_server_restarted_within_the_budget_makes_the_call_succeed(tmp_path):
             caller.start()
         time.sleep(2.0)
         # the same ports come back (started from this thread: Triton is tied to the thread that starts it)
+        restarted = time.monotonic()
         second.start()
+        startup_s = time.monotonic() - restarted
         for caller in callers:
             caller.join()
     finally:
@@ -103,5 +110,5 @@ def test_a_server_restarted_within_the_budget_makes_the_call_succeed(tmp_path):
         second.stop()
     for name, (result, seconds) in outcomes.items():
         assert not isinstance(result, Exception), (name, result)
-        assert result.retries > 0 and seconds < BUDGET_S, (name, result.retries, seconds)
+        assert result.retries > 0 and seconds < RESTART_BUDGET_S, (name, result.retries, seconds, startup_s)
         np.testing.assert_allclose(result.outputs["probabilities"], reference, rtol=1e-6)
