@@ -1,19 +1,23 @@
 """The issue's "verified for real" test: the real Prometheus scraping the real Triton under load.
 
-One stack for the module: Triton 2.51 (CPU, python backend) serves ``digits`` (tests/monitoring/model_repository); this
-process puts load on it with tritonclient and exposes the client latency histogram of clients/metrics.py and the
-training sidecar's metrics (training/telemetry.py); the real NVML exporter runs (and finds no GPU); a dcgm-exporter
-target points at a closed port (a missing exporter). Prometheus scrapes all of it every second with the committed
-rules. Then every recording rule, alert expression and dashboard query is evaluated through the HTTP API: each must
-parse and return data, except the ones listed in the ``EXPECTED_EMPTY`` tables, each with the reason it is empty on
-this machine.
+One stack for the module. Quickly trained ``digits`` and ``textclf`` runs are built by the builders into a model
+repository (digits, textclf, its tokenizer, labels and the ``textclf_text`` ensemble: the demo's models), next to
+``faulty`` (tests/monitoring/model_repository: fails on purpose, and has no budget in slo.toml). Triton 2.51 (CPU)
+serves them; this process puts load on digits, textclf_text and faulty with tritonclient and exposes the client
+latency histogram of clients/metrics.py and the training sidecar's metrics (training/telemetry.py); the real NVML
+exporter runs (and finds no GPU); a dcgm-exporter target points at a closed port (a missing exporter). Prometheus
+scrapes all of it every second with the committed rules. Then every recording rule, alert expression and dashboard
+query is evaluated through the HTTP API: each must parse and return data, except the ones listed in the
+``EXPECTED_EMPTY`` tables, each with the reason it is empty on this machine.
 """
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -41,10 +45,13 @@ from tests.monitoring.conftest import MODEL_REPOSITORY, run_monitoring_cli, star
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_leftover_prometheus")]
 
 MODEL = "digits"
+TEXT_MODEL = "textclf_text"
+FAULTY = "faulty"
 LOAD_SECONDS = 20
-CONCURRENCY = 3
-FAIL_EVERY = 40         # a negative pixel: the model answers with an error (Triton counts a failure)
-REJECT_EVERY = 97       # a wrong shape: Triton rejects it before the model (only the client sees an error)
+FAIL_EVERY = 20         # faulty: a negative pixel fails the batch inside the model (Triton counts failures)
+REJECT_EVERY = 97       # digits: a wrong shape, rejected before the model (only the client sees an error)
+MESSAGES = ["my invoice was charged twice this month", "the app crashes when I open settings",
+            "how do I reset my password", "please cancel my subscription"]
 
 NO_GPU = "no GPU on this machine: dcgm-exporter is down, the NVML exporter reports 0 GPUs, Triton exports no nv_gpu_*"
 EXPECTED_EMPTY_RECORDINGS = {
@@ -54,7 +61,6 @@ EXPECTED_EMPTY_RECORDINGS = {
     "gpu:temperature:celsius": NO_GPU,
     "model:client_retries:rate": "no call was retried (retries follow connection failures, which this load avoids)",
 }
-EXPECTED_EMPTY_DEFAULT_SLO = "every served model has its own budget in slo.toml, so the default budget applies to none"
 EXPECTED_EMPTY_SIGNALS = {
     "GPUMemoryHigh": NO_GPU,
 }
@@ -72,46 +78,76 @@ class Stack:
     start: float
     end: float
     dcgm_address: str
-    requests: int
-    failures: int
+    counts: dict[str, dict[str, int]]      # model -> requests, failures (as the clients saw them)
 
 
-def _load(url: str, stop_at: float, counts: dict, lock: threading.Lock) -> None:
+def _request(model: str, n: int, rng) -> list:
+    """Request ``n`` of a worker's stream for ``model``: mostly valid, with the planned failures mixed in."""
+    if model == TEXT_MODEL:
+        text = np.array([[MESSAGES[n % len(MESSAGES)].encode()]], dtype=object)
+        tensor = httpclient.InferInput("text", [1, 1], "BYTES")
+        tensor.set_data_from_numpy(text)
+        return [tensor]
+    image = rng.uniform(0, 16, size=(1, 1, 8, 8)).astype(np.float32)
+    if model == FAULTY and n % FAIL_EVERY == 0:
+        image[0, 0, 0, 0] = -1
+    if model == MODEL and n % REJECT_EVERY == 0:
+        image = image[:, :, :, :7].copy()
+    tensor = httpclient.InferInput("image", list(image.shape), "FP32")
+    tensor.set_data_from_numpy(image)
+    return [tensor]
+
+
+def _load(url: str, model: str, stop_at: float, counts: dict, lock: threading.Lock) -> None:
     client = httpclient.InferenceServerClient(url, network_timeout=30)
-    rng = np.random.default_rng(threading.get_ident() % 2**32)
+    rng = np.random.default_rng(zlib.crc32(model.encode()))
     n = 0
     while time.monotonic() < stop_at:
         n += 1
-        image = rng.uniform(0, 16, size=(1, 1, 8, 8)).astype(np.float32)
-        if n % FAIL_EVERY == 0:
-            image[0, 0, 0, 0] = -1
-        if n % REJECT_EVERY == 0:
-            image = image[:, :, :, :7].copy()
-        tensor = httpclient.InferInput("image", list(image.shape), "FP32")
-        tensor.set_data_from_numpy(image)
+        inputs = _request(model, n, rng)
         began = time.perf_counter()
         try:
-            client.infer(MODEL, [tensor])
+            client.infer(model, inputs)
             ok = True
         except InferenceServerException:
             ok = False
-        REQUEST_DURATION.labels(model=MODEL, protocol="http", outcome="ok" if ok else "error").observe(
+        REQUEST_DURATION.labels(model=model, protocol="http", outcome="ok" if ok else "error").observe(
             time.perf_counter() - began)
         with lock:
-            counts["requests"] += 1
-            counts["failures"] += 0 if ok else 1
+            counts.setdefault(model, {"requests": 0, "failures": 0})
+            counts[model]["requests"] += 1
+            counts[model]["failures"] += 0 if ok else 1
     client.close()
+
+
+def _build_repository(root) -> None:
+    """What the builders publish for quickly trained digits and textclf runs (lean: no INT8, no TensorRT)."""
+    from builders.pipeline import BuildRequest, build
+    from builders.settings import BuildConfig
+    from tests.builders.trainer import DIGITS_ARCH, TEXTCLF_ARCH, train_run
+
+    settings = BuildConfig.model_validate({
+        "publish": {"work_dir": str(root / "builds")}, "quantize": {"enabled": False}, "tensorrt": {"mode": "off"},
+        "parity": {"samples": 64}})
+    runs = [train_run(root / "runs" / "digits", "digits", DIGITS_ARCH, {}, steps=60),
+            train_run(root / "runs" / "textclf", "textclf", TEXTCLF_ARCH,
+                      {"train_size": 600, "val_size": 100, "test_size": 100}, steps=40)]
+    for run in runs:
+        build(BuildRequest(run_dir=run, repository=root / "model_repository", settings=settings, quiet=True))
+    shutil.copytree(MODEL_REPOSITORY / FAULTY, root / "model_repository" / FAULTY,
+                    ignore=shutil.ignore_patterns("__pycache__"))
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("stack")
+    _build_repository(tmp)
     client_port, trainer_port, gpu_port, dcgm_port = free_port(), free_port(), free_port(), free_port()
     client_http, _ = start_http_server(client_port, addr="127.0.0.1", registry=REGISTRY)
     trainer = TrainingMetrics(MODEL, trainer_port, host="127.0.0.1")      # the training sidecar's own metrics
     gpu_exporter = start_monitoring_cli("gpu-exporter", "--port", str(gpu_port))
-    config = ServerConfig(repository=MODEL_REPOSITORY, http_port=free_port(), grpc_port=free_port(),
-                          metrics_port=free_port(), log_file=tmp / "triton.log", exit_timeout_s=1, ready_timeout_s=90)
+    config = ServerConfig(repository=tmp / "model_repository", http_port=free_port(), grpc_port=free_port(),
+                          metrics_port=free_port(), log_file=tmp / "triton.log", exit_timeout_s=1, ready_timeout_s=120)
     dcgm = f"127.0.0.1:{dcgm_port}"
     try:
         assert wait_http_ok(f"http://127.0.0.1:{gpu_port}/metrics", timeout=30), "gpu-exporter did not start"
@@ -121,10 +157,11 @@ def stack(tmp_path_factory):
                          "dcgm-exporter": [dcgm]},
                 port=free_port(), scrape_interval="1s", evaluation_interval="1s")) as prom:
             start = time.time()
-            counts, lock = {"requests": 0, "failures": 0}, threading.Lock()
+            counts, lock = {}, threading.Lock()
             stop_at = time.monotonic() + LOAD_SECONDS
-            with ThreadPoolExecutor(CONCURRENCY) as pool:
-                workers = [pool.submit(_load, triton.http_url, stop_at, counts, lock) for _ in range(CONCURRENCY)]
+            models = (MODEL, TEXT_MODEL, FAULTY)
+            with ThreadPoolExecutor(len(models)) as pool:
+                workers = [pool.submit(_load, triton.http_url, m, stop_at, counts, lock) for m in models]
                 step = 0
                 trainer.running.set(1)
                 while time.monotonic() < stop_at:          # a training run progressing next to the serving load
@@ -147,7 +184,7 @@ def stack(tmp_path_factory):
                     and [s for s in api.query('model:inference_request_latency_seconds{source="triton"}')
                          if finite(s)]):
                 time.sleep(0.5)
-            yield Stack(api, triton, start, time.time(), dcgm, counts["requests"], counts["failures"])
+            yield Stack(api, triton, start, time.time(), dcgm, counts)
     finally:
         gpu_exporter.terminate()
         gpu_exporter.wait(timeout=15)
@@ -160,8 +197,11 @@ def _with_data(api: PrometheusAPI, expr: str) -> list:
 
 
 def test_load_reached_triton(stack):
-    assert stack.requests > 100, stack.requests
-    assert 0 < stack.failures < stack.requests / 10
+    for model in (MODEL, TEXT_MODEL, FAULTY):
+        assert stack.counts[model]["requests"] > 30, stack.counts
+    assert stack.counts[TEXT_MODEL]["failures"] == 0, stack.counts
+    assert 0 < stack.counts[MODEL]["failures"] < stack.counts[MODEL]["requests"] / 20, stack.counts
+    assert 0 < stack.counts[FAULTY]["failures"] < stack.counts[FAULTY]["requests"] / 4, stack.counts
 
 
 def test_every_rule_is_loaded_and_healthy(stack):
@@ -181,8 +221,6 @@ def test_every_recording_rule_parses_and_returns_data(stack):
             selector = rule.record + "{" + ",".join(f'{k}="{v}"' for k, v in rule.labels.items()) + "}"
             recorded = _with_data(stack.api, selector)
             reason = EXPECTED_EMPTY_RECORDINGS.get(rule.record)
-            if rule.record == "model:slo_request_latency_p99_seconds" and not rule.labels:
-                reason = EXPECTED_EMPTY_DEFAULT_SLO
             if reason:
                 empty.append((selector, reason))
                 continue
@@ -193,26 +231,30 @@ def test_every_recording_rule_parses_and_returns_data(stack):
 
 def test_every_alert_expression_parses_and_watches_real_series(stack):
     api = stack.api
-    for alert in all_alerts(load_slo()):
+    alerts = all_alerts(load_slo())
+    for alert in alerts:
         api.query(alert.expr)                                   # parses and evaluates
         signal = _with_data(api, alert.signal)
-        model = alert.extra_labels.get("model")
         if alert.alert in EXPECTED_EMPTY_SIGNALS:
             assert not signal, f"{alert.alert}: expected no data ({EXPECTED_EMPTY_SIGNALS[alert.alert]})"
-        elif alert.alert == "ModelNotReady" and model != MODEL:
-            assert not signal                                   # this test's Triton does not serve it ...
-            firing = api.query(alert.expr)                      # ... so the alert condition holds for it
-            assert [s.labels["instance"] for s in firing] == [f"127.0.0.1:{stack.triton.config.metrics_port}"]
         else:
             assert signal, f"{alert.alert}: its signal {alert.signal!r} has no data"
-    ready = next(a for a in all_alerts(load_slo()) if a.alert == "ModelNotReady" and a.extra_labels["model"] == MODEL)
-    assert not api.query(ready.expr), "digits is served, ModelNotReady must not hold for it"
-    down = [a for a in all_alerts(load_slo()) if a.alert == "ScrapeTargetDown"]
-    down_jobs = {s.labels["job"] for a in down for s in api.query(a.expr)}
+    not_ready = {a.extra_labels["model"]: api.query(a.expr) for a in alerts if a.alert == "ModelNotReady"}
+    assert set(not_ready) >= {MODEL, TEXT_MODEL, "textclf"}
+    assert not any(not_ready.values()), f"every required model is served, yet ModelNotReady holds: {not_ready}"
+    down_jobs = {s.labels["job"] for a in alerts if a.alert == "ScrapeTargetDown" for s in api.query(a.expr)}
     assert down_jobs == {"dcgm-exporter"}, down_jobs
-    errors = next(a for a in all_alerts(load_slo()) if a.alert == "InferenceErrorRatioHigh")
-    sources = {s.labels["source"] for s in api.query(errors.expr) if s.labels.get("model") == MODEL}
-    assert sources == {"triton", "client"}, f"1 in {FAIL_EVERY} requests fail: the error condition must hold"
+    errors = next(a for a in alerts if a.alert == "InferenceErrorRatioHigh")
+    failing = {(s.labels["model"], s.labels["source"]) for s in api.query(errors.expr)}
+    assert {(FAULTY, "triton"), (FAULTY, "client")} <= failing, f"1 in {FAIL_EVERY} faulty requests fail: {failing}"
+    assert (MODEL, "triton") not in failing and (TEXT_MODEL, "triton") not in failing, failing
+
+
+def test_a_model_without_a_budget_gets_the_default(stack):
+    slo = load_slo()
+    budgets = {s.labels["model"]: s.values[0] for s in _with_data(stack.api, "model:slo_request_latency_p99_seconds")}
+    assert budgets[FAULTY] == slo.latency.default_p99_seconds
+    assert budgets[MODEL] == slo.models[MODEL].p99_latency_seconds
 
 
 def test_every_dashboard_query_parses_and_returns_data(stack):
@@ -259,7 +301,8 @@ def test_png_panels_show_latency_and_throughput_and_name_the_missing_exporter(st
     assert result.returncode == 0, result.stderr
     assert f"warning: target dcgm-exporter at {stack.dcgm_address} is down" in result.stdout
     summary = {p["key"]: p for p in json.loads((out / "panels.json").read_text())["panels"]}
-    assert summary["latency"]["models"] == [MODEL] and summary["latency"]["series"] >= 6   # 3 quantiles x 2 sources
+    assert {MODEL, TEXT_MODEL, FAULTY} <= set(summary["latency"]["models"])
+    assert summary["latency"]["series"] >= 3 * 6        # 3 quantiles x 2 sources for each loaded model
     assert summary["request_rate"]["series"] >= 2 and summary["request_rate"]["no_data_reason"] is None
     for key in ("error_ratio", "queue_vs_compute", "batch_size", "cpu", "training_loss", "training_step"):
         assert summary[key]["no_data_reason"] is None, (key, summary[key])

@@ -1,9 +1,9 @@
-"""A fixed linear classifier over 8x8 images: real tensors through the real python backend, no trained weights needed.
+"""A fixed linear classifier over 8x8 images that fails on invalid input: Triton's failure counters under test.
 
-Batched requests arrive together under dynamic batching; each is answered on its own. A negative pixel is invalid input
-for the digits data set (intensities 0..16): the model then raises, which fails the whole batch, and Triton counts each
-of its requests in nv_inference_request_failure{reason="BACKEND"}. (An error *response* per request would be counted as
-a success by Triton 2.51: only the callers would see it.)
+Batched requests arrive together under dynamic batching. A negative pixel is invalid input for the digits data set
+(intensities 0..16): the model then raises, which fails the whole batch, and Triton counts each of its requests in
+nv_inference_request_failure{reason="BACKEND"}. (An error *response* per request would be counted as a success by
+Triton 2.51: only the callers would see it.)
 """
 import numpy as np
 import triton_python_backend_utils as pb_utils
