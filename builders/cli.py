@@ -29,20 +29,37 @@ steps (each is also a command below):
 """
 
 
+_OVERRIDES = (("keep", "--keep", "publish.keep_versions"), ("work_dir", "--work-dir", "publish.work_dir"),
+              ("tensorrt", "--tensorrt", "tensorrt.mode"))
+
+
 def _settings(args) -> BuildConfig:
-    overrides = {}
-    if getattr(args, "keep", None) is not None:
-        overrides["publish.keep_versions"] = args.keep
-    if getattr(args, "work_dir", None):
-        overrides["publish.work_dir"] = args.work_dir
-    if getattr(args, "tensorrt", None):
-        overrides["tensorrt.mode"] = args.tensorrt
+    """Defaults, then the --config file, then the flags that override single settings."""
+    overrides = {key: getattr(args, attr, None) for attr, _flag, key in _OVERRIDES}
     return load_config(BuildConfig, args.config, overrides)
+
+
+def _override_args(args) -> list[str]:
+    """The override flags as given, so step commands (reproduce.sh) use the same settings."""
+    out: list[str] = []
+    for attr, flag, _key in _OVERRIDES:
+        value = getattr(args, attr, None)
+        if value is not None:
+            out += [flag, str(Path(value).resolve()) if attr == "work_dir" else str(value)]
+    return out
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML/YAML/JSON file with builders settings (builders/settings.py); "
                                                "defaults are used for anything it does not set")
+
+
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keep", type=int, help="versions to keep per model (overrides publish.keep_versions, default 3)")
+    p.add_argument("--work-dir", type=Path, help="where build folders, reports and reproduce scripts go "
+                                                 "(overrides publish.work_dir, default .cache/builds)")
+    p.add_argument("--tensorrt", choices=["auto", "off", "required"],
+                   help="build a TensorRT plan: auto (when TensorRT and a GPU exist), off, required")
 
 
 def _add_build_args(p: argparse.ArgumentParser) -> None:
@@ -51,11 +68,7 @@ def _add_build_args(p: argparse.ArgumentParser) -> None:
                    help="Triton model repository to publish into (default: model_repository)")
     p.add_argument("--name", help="model name in the repository (default: the manifest's model name)")
     _add_config(p)
-    p.add_argument("--keep", type=int, help="versions to keep per model (overrides publish.keep_versions, default 3)")
-    p.add_argument("--work-dir", type=Path, help="where build folders, reports and reproduce scripts go "
-                                                 "(overrides publish.work_dir, default .cache/builds)")
-    p.add_argument("--tensorrt", choices=["auto", "off", "required"],
-                   help="build a TensorRT plan: auto (when TensorRT and a GPU exist), off, required")
+    _add_overrides(p)
     p.add_argument("--triton-url", help="HOST:PORT of a Triton in explicit model-control mode: load the new version "
                                         "live (a version it cannot load is retracted)")
     p.add_argument("--report", type=Path, help="also write the JSON report here")
@@ -67,7 +80,7 @@ def _request(args):
 
     return BuildRequest(run_dir=args.run_dir, repository=args.repository, settings=_settings(args),
                         config_file=args.config, name=args.name, publish=not getattr(args, "no_publish", False),
-                        triton_url=args.triton_url, quiet=args.quiet)
+                        triton_url=args.triton_url, quiet=args.quiet, overrides=_override_args(args))
 
 
 def cmd_build(args) -> int:
@@ -292,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, required=True, help="training run directory")
     p.add_argument("--output", type=Path, required=True, help="folder for model.onnx and parity.json")
     _add_config(p)
+    _add_overrides(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("quantize", help="INT8 dynamic quantization with the accuracy check (exit 3 when refused)")
@@ -299,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", type=Path, required=True, help="the FP32 ONNX file to quantize")
     p.add_argument("--output", type=Path, required=True, help="folder for model.int8.onnx and quantize.json")
     _add_config(p)
+    _add_overrides(p)
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("tensorrt", help="TensorRT plan + metadata + parity vs ONNX Runtime (needs TensorRT and a GPU)")
@@ -306,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", type=Path, required=True, help="the ONNX file to build from")
     p.add_argument("--output", type=Path, required=True, help="folder for model.plan and model.plan.json")
     _add_config(p)
+    _add_overrides(p)
     p.set_defaults(func=cmd_tensorrt)
 
     p = sub.add_parser("plan-check", help="refuse a plan built for another GPU or TensorRT version")

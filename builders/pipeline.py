@@ -56,6 +56,7 @@ class BuildRequest:
     publish: bool = True
     triton_url: str | None = None
     quiet: bool = False
+    overrides: list[str] = field(default_factory=list)  # command-line settings overrides (--keep, --tensorrt, …)
 
     def command(self) -> list[str]:
         """The ``python -m builders build`` arguments that repeat this build."""
@@ -68,10 +69,11 @@ class BuildRequest:
             args += ["--triton-url", self.triton_url]
         if not self.publish:
             args.append("--no-publish")
-        return args
+        return args + list(self.overrides)
 
     def config_args(self) -> list[str]:
-        return ["--config", str(Path(self.config_file).resolve())] if self.config_file else []
+        """Arguments that make a step command use the same settings as this build."""
+        return (["--config", str(Path(self.config_file).resolve())] if self.config_file else []) + list(self.overrides)
 
 
 @dataclass

@@ -227,3 +227,30 @@ def test_an_operator_the_exporter_cannot_handle_is_named(digits_run, tmp_path):
                                         r"aten\.linalg_eig has no ONNX translation"):
         export(exported, tmp_path / "model.onnx", ExportConfig())
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_reproduce_script_of_a_failed_step_fails_the_same_way(built_repository, digits_run, tmp_path):
+    import subprocess
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    _corrupt_weights(run)
+    repository = tmp_path / "repo"
+    with pytest.raises(UserError):
+        build(BuildRequest(run_dir=run, repository=repository, settings=small_settings(tmp_path / "builds"), quiet=True,
+                           overrides=["--work-dir", str(tmp_path / "builds")]))
+    [script] = list((tmp_path / "builds" / "digits").glob("*/reproduce.sh"))
+    result = subprocess.run([str(script)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == UserError.exit_code
+    assert "weights.sha256" in result.stderr and "Traceback" not in result.stderr
+    assert not repository.exists()
+
+
+def test_quantize_command_writes_the_int8_file_and_its_report(built_repository, digits_run, tmp_path, capsys):
+    from builders.cli import main
+
+    _run_ok(main, ["quantize", "--run-dir", str(digits_run), "--onnx", str(built_repository / "digits" / "1" / "model.onnx"),
+                   "--output", str(tmp_path / "q")])
+    report = json.loads((tmp_path / "q" / "quantize.json").read_text())
+    assert report["accepted"] and report["int8_size_bytes"] < report["fp32_size_bytes"]
+    assert "accepted:" in capsys.readouterr().out

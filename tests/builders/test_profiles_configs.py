@@ -128,3 +128,13 @@ def test_padding_is_only_allowed_when_outputs_cannot_depend_on_it():
     per_token = _manifest(TEXT_INPUTS, [TensorSpec(name="tags", dtype="float32", shape=("batch", "sequence", 4))],
                           {"pad_id": 0, "max_length": 128})
     assert tc.pad_values(per_token) == {}
+
+
+def test_config_command_prints_valid_configs_for_a_run(digits_run, capsys):
+    from builders.cli import main
+
+    assert main(["config", "--run-dir", str(digits_run), "--target", "tensorrt"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# configs/tensorrt.pbtxt")
+    config = parse_config_text(out.split("\n", 1)[1], "printed")
+    assert config.platform == "tensorrt_plan" and list(config.input[0].dims) == [1, 8, 8]

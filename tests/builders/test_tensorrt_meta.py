@@ -145,3 +145,18 @@ def test_publishing_a_plan_this_host_cannot_run_is_refused(built_repository, tmp
     with pytest.raises(UserError, match="digits/model.plan: built with TensorRT 10.5.0 for NVIDIA H100"):
         publish_package(package, repository, keep=3, plan_check=True)
     assert tree_state(repository) == before
+
+
+def test_plan_check_command_refuses_with_the_rebuild_needed(tmp_path, profiles, capsys):
+    from common.errors import run_cli
+    from builders.cli import main
+
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"engine")
+    atomic_write_text(metadata_path(plan), make_meta(profiles).model_dump_json())
+    with pytest.raises(SystemExit) as info:
+        run_cli(main, ["plan-check", str(plan)])
+    assert info.value.code == UserError.exit_code
+    err = capsys.readouterr().err
+    assert "built with TensorRT 10.5.0 for NVIDIA H100 80GB HBM3 (compute capability 9.0)" in err
+    assert "serve it from the NGC Triton image with TensorRT 10.5.0" in err
