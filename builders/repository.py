@@ -191,27 +191,52 @@ def publish_package(package: Package, repository: str | Path, keep: int, plan_ch
     with locked(repository):
         number = next_version(repository, package.members)
         previous = serving_version(repository / package.primary)
-        for member in package.members:
-            model_dir = repository / member
-            if not model_dir.is_dir():
-                staged_model = staging_dir(repository, member)
-                for relative, path in config_files(package.model_dir(member)).items():
-                    (staged_model / relative).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(path, staged_model / relative)
-                staged_version = _stage_version(package, member, staged_model, number)
-                os.rename(staged_version, staged_model / str(number))
-                publish_dir(staged_model, model_dir)
-                continue
-            staged_version = _stage_version(package, member, model_dir, number)
-            try:
-                publish_dir(staged_version, model_dir / str(number))
-            except FileExistsError:
-                shutil.rmtree(staged_version, ignore_errors=True)
-                raise UserError(f"{model_dir / str(number)} appeared while publishing (another publisher without the "
-                                "lock?); nothing was replaced, run the build again") from None
-            _install_configs(package, member, model_dir)
+        done: list[str] = []
+        try:
+            for member in package.members:
+                _publish_member(package, member, repository, number)
+                done.append(member)
+        except BaseException:
+            _undo(repository, done, number)  # a family is published whole or not at all
+            raise
         pruned = {member: prune(repository / member, keep) for member in package.members}
     return Published(number, previous, pruned)
+
+
+def _undo(repository: Path, members: list[str], number: int, graveyard: Path | None = None) -> None:
+    """Take version ``number`` of ``members`` out again and restore the configs of the version newest again."""
+    for member in reversed(members):
+        model_dir = repository / member
+        if (model_dir / str(number)).is_dir():
+            remove_out_of_sight(model_dir / str(number), graveyard / member if graveyard else None)
+        restored = serving_version(model_dir)
+        if restored is None:
+            if model_dir.is_dir():
+                remove_out_of_sight(model_dir, graveyard / f"{member}.model" if graveyard else None)
+        elif (model_dir / str(restored) / CONFIG_SNAPSHOT).is_dir():
+            _restore_configs(model_dir / str(restored) / CONFIG_SNAPSHOT, model_dir)
+
+
+def _publish_member(package: Package, member: str, repository: Path, number: int) -> None:
+    """Version ``number`` of one member in place (one rename), then its model-level configs."""
+    model_dir = repository / member
+    if not model_dir.is_dir():
+        staged_model = staging_dir(repository, member)
+        for relative, path in config_files(package.model_dir(member)).items():
+            (staged_model / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, staged_model / relative)
+        staged_version = _stage_version(package, member, staged_model, number)
+        os.rename(staged_version, staged_model / str(number))
+        publish_dir(staged_model, model_dir)
+        return
+    staged_version = _stage_version(package, member, model_dir, number)
+    try:
+        publish_dir(staged_version, model_dir / str(number))
+    except FileExistsError:
+        shutil.rmtree(staged_version, ignore_errors=True)
+        raise UserError(f"{model_dir / str(number)} appeared while publishing (another publisher without the "
+                        "lock?); nothing was replaced, run the build again") from None
+    _install_configs(package, member, model_dir)
 
 
 def prune(model_dir: Path, keep: int) -> list[int]:
@@ -227,18 +252,7 @@ def retract(repository: Path, package: Package, number: int, graveyard: Path) ->
     """Undo a publication whose version Triton could not load: move version ``number`` of every member out of the
     repository (kept in ``graveyard`` for inspection) and restore the configs of the version now newest again."""
     with locked(repository):
-        for member in reversed(package.members):
-            model_dir = repository / member
-            if (model_dir / str(number)).is_dir():
-                remove_out_of_sight(model_dir / str(number), graveyard / member)
-            restored = serving_version(model_dir)
-            if restored is None:
-                if model_dir.is_dir():
-                    remove_out_of_sight(model_dir, graveyard / f"{member}.model")
-                continue
-            snapshot = model_dir / str(restored) / CONFIG_SNAPSHOT
-            if snapshot.is_dir():
-                _restore_configs(snapshot, model_dir)
+        _undo(repository, list(package.members), number, graveyard)
 
 
 def _restore_configs(snapshot: Path, model_dir: Path) -> None:

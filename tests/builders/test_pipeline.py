@@ -254,3 +254,24 @@ def test_quantize_command_writes_the_int8_file_and_its_report(built_repository, 
     report = json.loads((tmp_path / "q" / "quantize.json").read_text())
     assert report["accepted"] and report["int8_size_bytes"] < report["fp32_size_bytes"]
     assert "accepted:" in capsys.readouterr().out
+
+
+def test_a_family_is_published_whole_or_not_at_all(built_repository, tmp_path, monkeypatch):
+    from builders import repository as repo_mod
+
+    repository = copy_repository(built_repository, tmp_path / "repo")
+    package = repo_mod.package_from_version(repository, "textclf", 1, tmp_path / "package")
+    assert package.members == ("textclf_tokenizer", "textclf_labels", "textclf", "textclf_text")
+    before = tree_state(repository)
+    real = repo_mod._publish_member
+
+    def failing(package, member, repository, number):
+        if member == "textclf":
+            raise OSError("disk full")
+        return real(package, member, repository, number)
+
+    monkeypatch.setattr(repo_mod, "_publish_member", failing)
+    with pytest.raises(OSError, match="disk full"):
+        repo_mod.publish_package(package, repository, keep=3)
+    assert tree_state(repository) == before
+    assert not [p for p in repository.rglob(".*") if p.name != ".builders.lock"], "no hidden leftovers"
