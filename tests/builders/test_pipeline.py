@@ -15,6 +15,8 @@ from builders.repository import versions
 from tests.builders.conftest import copy_repository, small_settings, tree_state
 from tests.builders.trainer import DIGITS_ARCH, train_run
 
+pytestmark = pytest.mark.slow  # trains the session's runs and builds through the whole pipeline
+
 
 def lineage(repository: Path, model: str, version: int) -> dict:
     return json.loads((repository / model / str(version) / "lineage.json").read_text())

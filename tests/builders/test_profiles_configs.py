@@ -130,6 +130,7 @@ def test_padding_is_only_allowed_when_outputs_cannot_depend_on_it():
     assert tc.pad_values(per_token) == {}
 
 
+@pytest.mark.slow
 def test_config_command_prints_valid_configs_for_a_run(digits_run, capsys):
     from builders.cli import main
 

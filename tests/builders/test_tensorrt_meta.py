@@ -131,6 +131,7 @@ def test_engine_build_matches_onnxruntime(digits_run, tmp_path):
     assert (tmp_path / "timing.cache").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_publishing_a_plan_this_host_cannot_run_is_refused(built_repository, tmp_path, profiles):
     """On a machine without TensorRT/GPU, a package carrying a plan is refused before the repository changes."""
     from builders.repository import package_from_version, publish_package
