@@ -68,13 +68,21 @@ def _round_up(size: int) -> int:
     return max(_ALIGN, (size + _ALIGN - 1) // _ALIGN * _ALIGN)
 
 
-def _shm_modules(kind: str):
+def _shm_modules(kind: str, device_id: int = 0):
+    """tritonclient's module for ``kind``; for CUDA, only once a usable GPU ``device_id`` is confirmed."""
     if kind == "cuda":
         try:
             import tritonclient.utils.cuda_shared_memory as module
-        except Exception as exc:  # cuda-python missing or no driver
+            from tritonclient.utils.cuda_shared_memory._utils import call_cuda_function
+
+            import cuda.bindings.runtime as cudart
+
+            count = call_cuda_function(cudart.cudaGetDeviceCount)
+        except Exception as exc:  # cuda-python missing, no driver, no device
             raise ShmUnavailable(f"CUDA shared memory is not available on this host ({exc}); it needs a GPU, the "
                                  "CUDA driver and the cuda-python package (use --shared-memory system or none)") from None
+        if device_id >= count:
+            raise ShmUnavailable(f"CUDA device {device_id} does not exist on this host ({count} GPU(s) visible)")
         return module
     import tritonclient.utils.shared_memory as module
 
@@ -91,7 +99,7 @@ class ShmPool:
         self.device_id = device_id
         self.max_slots = max_slots
         self.prefix = prefix or f"ic{os.getpid()}_{next(_ids)}"
-        self._module = _shm_modules(kind)
+        self._module = _shm_modules(kind, device_id)
         self._free: list[Slot] = []
         self._all: list[Slot] = []
         self._lock = threading.Lock()

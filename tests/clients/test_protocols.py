@@ -235,3 +235,14 @@ def test_cuda_shared_memory_gives_the_same_answer(triton, protocol):
     with TritonClient(url_for(triton, protocol), protocol, shared_memory="cuda") as client:
         result = client.infer("toy", FEATURES)
     np.testing.assert_allclose(result.outputs["probabilities"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_cuda_shared_memory_without_a_gpu_is_a_clear_error():
+    import torch
+
+    from clients.shm import ShmUnavailable
+
+    if torch.cuda.is_available():
+        pytest.skip("this host has a GPU: test_cuda_shared_memory_gives_the_same_answer covers it")
+    with pytest.raises(ShmUnavailable, match="CUDA shared memory is not available on this host"):
+        TritonClient("127.0.0.1:1", "grpc", shared_memory="cuda")
