@@ -244,6 +244,19 @@ class Trainer:
         self.planner = BatchPlanner(self.train_set, self.config.batch_size // self.ctx.world_size, self.config.seed,
                                self.ctx.rank, self.ctx.world_size, lengths)
 
+    def _check_same_data(self, payload: dict[str, Any]) -> None:
+        """A resumed run must see the data (and tokenizer) it started with, or its position means nothing."""
+        saved_version = payload.get("data_version")
+        if saved_version and saved_version != self.splits.version:
+            raise UserError(f"the {self.config.model} data changed since this run started (data version "
+                            f"{saved_version[:12]}… in the checkpoint, {self.splits.version[:12]}… now); resuming "
+                            "would not continue the same training: use a new --run-dir")
+        saved = payload.get("artifacts") or {}
+        for key, value in self.splits.artifacts.items():
+            if key in saved and saved[key] != value:
+                raise UserError(f"the {key} rebuilt from the data differs from the one in the checkpoint (library "
+                                "version change?); resuming would feed the model different ids: use a new --run-dir")
+
     def steps_for_epochs(self, epochs: int) -> int:
         """Optimizer steps in ``epochs`` epochs of the current training set (a short last group counts as one)."""
         return epochs * -(-self.planner.batches_per_epoch // self.config.accumulate)
@@ -275,6 +288,7 @@ class Trainer:
         if blob is None:
             return False
         payload = decode(blob, self.identity)
+        self._check_same_data(payload)
         self.module.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.schedule.load_state_dict(payload["scheduler"])
@@ -519,6 +533,7 @@ class Trainer:
                 "history": s.history, "best": s.best, "bad_epochs": s.bad_epochs, "finished": s.finished,
                 "stop_reason": s.stop_reason, "epochs_target": s.epochs_target, "incoming": s.incoming,
                 "config": self.config.model_dump(mode="json"), "world_size": ctx.world_size,
+                "data_version": self.splits.version, "artifacts": dict(self.splits.artifacts),
                 "writer": {"rank": ctx.rank, "pid": os.getpid(), "host": socket.gethostname()},
                 "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             }

@@ -25,21 +25,20 @@ def last_checkpoint_weights(run_dir):
     return loaded.payload["model"], loaded.payload["step"]
 
 
-@pytest.fixture(scope="module")
-def args():
-    return ["--model", "digits", "--seed", "3", "--threads", "1", "--progress", "off", "--max-train-samples", "640",
-            "--epochs", "3", "--checkpoint-every-steps", "3", "--keep-last", "2"]
+ARGS = ["--model", "digits", "--seed", "3", "--threads", "1", "--progress", "off", "--max-train-samples", "640",
+        "--epochs", "3", "--checkpoint-every-steps", "3", "--keep-last", "2"]
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, args):
+def reference(tmp_path_factory):
+    """The uninterrupted run every other run must equal (3 epochs of 10 steps, a checkpoint every 3 steps)."""
     run_dir = tmp_path_factory.mktemp("reference") / "run"
-    run_training(*args, "--run-dir", str(run_dir))
+    run_training(*ARGS, "--run-dir", str(run_dir))
     return run_dir
 
 
-def kill_after_checkpoints(args, run_dir, log, count):
-    proc = start_training(*args, "--run-dir", str(run_dir), log=log)
+def kill_after_checkpoints(run_dir, log, count):
+    proc = start_training(*ARGS, "--run-dir", str(run_dir), log=log)
     try:
         wait_for(lambda: len(checkpoints_with_checksum(run_dir)) >= count, 120, f"{count} checkpoint(s)", proc, log)
         assert proc.poll() is None, "the run finished before it could be killed"
@@ -58,11 +57,11 @@ def assert_same_result(run_dir, reference):
         assert torch.equal(ours[key], theirs[key]), key
 
 
-def test_kill_9_after_first_checkpoint_then_resume_is_bit_identical(tmp_path, args, reference):
+def test_kill_9_after_first_checkpoint_then_resume_is_bit_identical(tmp_path, reference):
     run_dir = tmp_path / "run"
-    kill_after_checkpoints(args, run_dir, tmp_path / "killed.log", count=1)
+    kill_after_checkpoints(run_dir, tmp_path / "killed.log", count=1)
     assert not (run_dir / "manifest.json").exists() or "test_accuracy" not in (run_dir / "manifest.json").read_text()
-    resumed = run_training(*args, "--run-dir", str(run_dir))
+    resumed = run_training(*ARGS, "--run-dir", str(run_dir))
     match = re.search(r"resuming from \S+ \(epoch \d+, batch \d+, step (\d+)\)", resumed.stderr)
     assert match and 0 < int(match.group(1)) < 30, resumed.stderr
     assert_same_result(run_dir, reference)
@@ -70,29 +69,37 @@ def test_kill_9_after_first_checkpoint_then_resume_is_bit_identical(tmp_path, ar
     assert all(torch.isfinite(t).all() for t in exported.values())
 
 
-def test_damaged_checkpoints_are_reported_and_the_previous_good_one_is_used(tmp_path, args, reference):
-    run_dir = tmp_path / "run"
-    kill_after_checkpoints(args, run_dir, tmp_path / "killed.log", count=2)
-    good = [p.with_suffix("") for p in checkpoints_with_checksum(run_dir)]
-    newest = max(good, key=lambda p: p.name)
+def copy_run(source, target):
+    shutil.copytree(source, target)
+    (target / ".lock").unlink(missing_ok=True)
+    return target
+
+
+def test_damaged_checkpoints_are_reported_and_the_previous_good_one_is_used(tmp_path, reference):
+    run_dir = copy_run(reference, tmp_path / "run")
+    for name in ("model.safetensors", "manifest.json"):
+        (run_dir / name).unlink()
+    folder = run_dir / "checkpoints"
+    newest = max(folder.glob("*.pt"), key=lambda p: p.name)  # the final checkpoint, step 30
     newest.write_bytes(newest.read_bytes()[:1000])  # truncated
-    no_checksum = run_dir / "checkpoints" / "ckpt-e0009-b000000-s000000999.pt"  # killed between the two renames
-    shutil.copy(good[0], no_checksum)
-    (run_dir / "checkpoints" / ".ckpt-e0009-b000001-s000001000.pt.x1y2.tmp").write_bytes(b"partial write")
-    resumed = run_training(*args, "--run-dir", str(run_dir))
+    no_checksum = folder / "ckpt-e0009-b000000-s000000999.pt"  # as if killed between the checkpoint's two renames
+    shutil.copy(min(folder.glob("*.pt"), key=lambda p: p.name), no_checksum)
+    (folder / ".ckpt-e0009-b000001-s000001000.pt.x1y2.tmp").write_bytes(b"as if killed during the write")
+    resumed = run_training(*ARGS, "--run-dir", str(run_dir))
     warnings = [line for line in resumed.stderr.splitlines() if line.startswith("warning: checkpoint")]
     assert any(str(no_checksum) in w and "no checksum file" in w for w in warnings), resumed.stderr
     assert any(str(newest) in w and "checksum mismatch" in w for w in warnings), resumed.stderr
     assert (newest.parent / (newest.name + ".bad")).exists()
+    assert not list(folder.glob(".ckpt-*.tmp"))
+    match = re.search(r"resuming from \S+ \(epoch \d+, batch \d+, step (\d+)\)", resumed.stderr)
+    assert match and int(match.group(1)) < 30
     assert_same_result(run_dir, reference)
 
 
-def test_finished_run_rerun_is_a_no_op_that_keeps_the_export(tmp_path, args, reference):
-    run_dir = tmp_path / "run"
-    shutil.copytree(reference, run_dir)
-    (run_dir / ".lock").unlink(missing_ok=True)
+def test_finished_run_rerun_is_a_no_op_that_keeps_the_export(tmp_path, reference):
+    run_dir = copy_run(reference, tmp_path / "run")
     before = (run_dir / "model.safetensors").read_bytes()
-    again = run_training(*args, "--run-dir", str(run_dir))
+    again = run_training(*ARGS, "--run-dir", str(run_dir))
     assert "epoch 1/" not in again.stderr and "done:" in again.stderr
     assert (run_dir / "model.safetensors").read_bytes() == before
 
