@@ -176,7 +176,11 @@ class AsyncTritonClient:
         lease.retired.clear()
         for region in lease.unregistered():
             method, args = core.register_call(region)
-            await getattr(self._transport, method)(*args, deadline)
+            try:
+                await getattr(self._transport, method)(*args, deadline)
+            except Exception as exc:
+                if not core.registered_anyway(exc):
+                    raise
             region.registered = True
 
     # -- lifecycle ------------------------------------------------------------------------------------------------

@@ -193,7 +193,11 @@ class TritonClient:
         lease.retired.clear()
         for region in lease.unregistered():
             method, args = core.register_call(region)
-            getattr(self._transport, method)(*args, deadline)
+            try:
+                getattr(self._transport, method)(*args, deadline)
+            except Exception as exc:
+                if not core.registered_anyway(exc):
+                    raise
             region.registered = True
 
     # -- lifecycle ------------------------------------------------------------------------------------------------

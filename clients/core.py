@@ -18,7 +18,7 @@ from clients.model_info import ModelInfo, build_model_info
 from clients.results import InferenceResult, interpret
 from clients.retry import Attempts, CallContext
 from clients.settings import ClientConfig, RetryPolicy
-from clients.shm import Lease, ShmPool, is_regions_lost
+from clients.shm import Lease, ShmPool, is_already_registered, is_regions_lost
 
 
 @dataclass
@@ -149,6 +149,13 @@ class ClientCore:
         if pool.kind == "cuda":
             return "register_cuda_shm", (region.name, pool.raw_handle(region), pool.device_id, region.byte_size)
         return "register_system_shm", (region.name, region.key, region.byte_size)
+
+    @staticmethod
+    def registered_anyway(exc: Exception) -> bool:
+        """A registration that failed only because an earlier, timed-out attempt of it reached the server."""
+        from tritonclient.utils import InferenceServerException
+
+        return isinstance(exc, InferenceServerException) and is_already_registered(str(exc.message()))
 
     def unregister_call(self, region) -> tuple[str, tuple]:
         return ("unregister_cuda_shm" if self.shm.kind == "cuda" else "unregister_system_shm"), (region.name,)

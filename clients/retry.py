@@ -59,7 +59,6 @@ class Attempts:
     count: int = 0  # attempts of the current step
     retries: int = 0  # retries over the whole call, every step included
     last_deadline: float = 0.0
-    failures: list[Failure] = field(default_factory=list)
 
     def step(self, what: str) -> "Attempts":
         """Start the next step of the same call (e.g. metadata, then inference): same clock, budget and backoff."""
@@ -87,7 +86,6 @@ class Attempts:
 
     def pause_after(self, failure: Failure) -> float | None:
         """Seconds to wait before the next attempt, or None when the call must stop with ``failure``."""
-        self.failures.append(failure)
         if not failure.retryable:
             return None
         if self.policy.max_attempts is not None and self.count >= self.policy.max_attempts:

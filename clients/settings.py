@@ -119,14 +119,6 @@ class ClientConfig(BaseModel):
     def endpoint(self) -> str:
         return self.url or default_url(self.protocol)
 
-    def with_overrides(self, **changes: Any) -> "ClientConfig":
-        """A copy with some fields replaced (validated again)."""
-        data = self.model_dump()
-        data.update({k: v for k, v in changes.items() if v is not None})
-        if "protocol" in changes and "url" not in changes and self.url is None:
-            data["url"] = None
-        return ClientConfig.model_validate(data)
-
 
 def load_client_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> ClientConfig:
     """Defaults, then the TOML/YAML/JSON file at ``path``, then ``overrides`` (dotted keys, None ignored)."""

@@ -180,10 +180,6 @@ class ShmPool:
                 for region in slot.regions.values():
                     region.registered = False
 
-    def regions(self) -> list[Region]:
-        with self._lock:
-            return [r for slot in self._all for r in slot.regions.values()]
-
     def destroy(self, region: Region) -> None:
         """Free the local memory of a region (unregister it from the server first)."""
         with contextlib.suppress(Exception):
@@ -223,3 +219,9 @@ def is_regions_lost(message: str) -> bool:
     """Triton's answer when a request names a region it does not know (e.g. after a restart)."""
     lowered = message.lower()
     return "shared memory region" in lowered and ("unable to find" in lowered or "not found" in lowered)
+
+
+def is_already_registered(message: str) -> bool:
+    """Triton's answer when a region name is registered twice (an earlier attempt's registration did arrive)."""
+    lowered = message.lower()
+    return "shared memory region" in lowered and "already in manager" in lowered
