@@ -30,7 +30,8 @@ RETRIES = Counter(
 )
 
 
-def observe_call(model: str, protocol: str, ok: bool, seconds: float) -> None:
+def observe_request(model: str, protocol: str, seconds: float, ok: bool) -> None:
+    """One finished call: its latency in seconds, and whether it succeeded (also used by the Locust users)."""
     REQUEST_DURATION.labels(model=model, protocol=protocol, outcome="ok" if ok else "error").observe(seconds)
 
 

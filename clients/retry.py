@@ -144,7 +144,7 @@ def observed(state: Attempts) -> Iterator[Attempts]:
         yield state
         ok = True
     finally:
-        metrics.observe_call(state.context.model, state.context.protocol, ok, time.monotonic() - state.started)
+        metrics.observe_request(state.context.model, state.context.protocol, time.monotonic() - state.started, ok)
 
 
 def run_sync(attempt: Callable[[float], T], state: Attempts) -> T:
