@@ -31,7 +31,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider -m "not slow"
 
 dashboards: $(STAMP)
-	$(PY) -m monitoring dashboards
+	$(PY) -m monitoring generate
 
 compose-config:
 	docker-compose -f docker-compose.yml config -q

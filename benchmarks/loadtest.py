@@ -292,6 +292,9 @@ def run_loadtest(options: LoadtestOptions) -> dict:
     errors = int(_num(total.get("Failure Count")) or 0)
     failures = [{"error": r.get("Error"), "count": int(_num(r.get("Occurrences")) or 0)}
                 for r in _read_csv(Path(f"{prefix}_failures.csv"))]
+    # exceptions raised inside Locust tasks (a broken load generator) are not request failures, but void the run
+    crashes = [{"error": r.get("Message"), "count": int(_num(r.get("Count")) or 0)}
+               for r in _read_csv(Path(f"{prefix}_exceptions.csv"))]
     row = {
         "config": name,
         "model": settings.model,
@@ -309,6 +312,7 @@ def run_loadtest(options: LoadtestOptions) -> dict:
         "errors": errors,
         "error_rate": round(errors / requests, 6) if requests else 0.0,
         "error_kinds": failures,
+        "load_generator_exceptions": crashes,
         "cpu_cores": {"server": cores.get("server"), "load_generator": load_cores, "machine": cores.get("machine")},
         "server_side": server_side,
         "workers": options.workers,
@@ -322,6 +326,10 @@ def run_loadtest(options: LoadtestOptions) -> dict:
                 "settings": settings.model_dump(mode="json"), "machine": machine_facts(),
                 "plot": str(plot) if plot else None}
     atomic_write_json(results_dir / f"{name}.json", document)
+    if crashes:
+        first = crashes[0]
+        raise UserError(f"the load generator itself failed: {sum(c['count'] for c in crashes)} exceptions in Locust tasks, "
+                        f"e.g. {first['error']!r} (log: {log_path}); the figures in {results_dir / (name + '.json')} are not valid")
     row["gate_problems"] = gate_problems
     row["results_file"] = str(results_dir / f"{name}.json")
     row["plot"] = str(plot) if plot else None

@@ -30,11 +30,15 @@ def _wait_time():
     return constant(0)
 
 
-def _record_client_metrics(seconds: float, ok: bool) -> None:
-    if SETTINGS.client_metrics_port:
-        from clients.metrics import observe_request
+if SETTINGS.client_metrics_port:
+    from clients.metrics import observe_request as _observe_request  # imported up front: a mistake fails at start
+else:
+    _observe_request = None
 
-        observe_request(SETTINGS.model, SETTINGS.protocol, seconds, ok)
+
+def _record_client_metrics(seconds: float, ok: bool) -> None:
+    if _observe_request is not None:
+        _observe_request(SETTINGS.model, SETTINGS.protocol, seconds, ok)
 
 
 def _datatype(array) -> str:

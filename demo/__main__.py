@@ -1,0 +1,145 @@
+"""``python -m demo``: train → build → serve → query → load test → report, on this CPU machine, on loopback only.
+
+Each step runs the same command a user would run by hand (printed before it runs), so the demo doubles as a guide.
+Re-running it resumes: finished training runs are confirmed in seconds, and the builders publish a new version only
+when the gate passes. Ctrl-C (or SIGTERM) at any point stops Triton, Prometheus and any running step; no server
+process is left behind.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from common.config import load_config
+from common.errors import UserError, run_cli
+from demo.config import DEFAULT_CONFIG, ROOT, DemoConfig
+from demo.queries import query_models
+from demo.report import write_report
+
+
+def _interrupt(_signum, _frame) -> None:
+    """SIGTERM stops the demo the same way Ctrl-C does: every ``with`` block shuts its server down."""
+    raise KeyboardInterrupt
+
+
+def banner(step: int, total: int, title: str) -> None:
+    print(f"\n=== [{step}/{total}] {title}", flush=True)
+
+
+def run_command(args: list[str], what: str) -> None:
+    """Run one pipeline command as a child process; stop it if the demo is interrupted."""
+    print("$ " + " ".join(args), flush=True)
+    from clients.serve import _set_parent_death_signal
+
+    proc = subprocess.Popen([sys.executable, *args[1:]] if args[0] == "python" else args, cwd=ROOT,
+                            preexec_fn=_set_parent_death_signal)
+    try:
+        code = proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    if code != 0:
+        raise UserError(f"{what} failed (exit status {code}); the output above says why. Fix it and re-run `make demo` "
+                        "(finished steps are resumed, not redone)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="demo settings (default demo/demo.toml)")
+    parser.add_argument("--load-duration", type=float, help="seconds of Locust load (default from the config: 20)")
+    args = parser.parse_args(argv)
+    config = load_config(DemoConfig, args.config, {"load.duration_s": args.load_duration})
+    signal.signal(signal.SIGTERM, _interrupt)
+    started = time.monotonic()
+    total = 6
+    timings: dict[str, float] = {}
+
+    t = time.monotonic()
+    banner(1, total, "train: a short, resumable training run per model")
+    for step in config.train:
+        command = ["python", "-m", "training", "--model", step.model, "--run-dir", str(step.run_dir),
+                   "--seed", str(step.seed)]
+        command += ["--config", str(step.config)] if step.config else []
+        command += ["--epochs", str(step.epochs)] if step.epochs else []
+        run_command(command + step.extra_args, f"training {step.model}")
+    timings["train"] = time.monotonic() - t
+
+    t = time.monotonic()
+    banner(2, total, "build: ONNX + parity vs PyTorch + INT8 check + configs + gate -> a new version in the repository")
+    for step in config.train:
+        run_command(["python", "-m", "builders", "build", "--run-dir", str(step.run_dir), "--repository",
+                     str(config.repository)], f"building {step.model}")
+    timings["build"] = time.monotonic() - t
+
+    from clients.serve import ServerConfig, TritonServer, server_version
+    from monitoring.local_prometheus import LocalPrometheus, LocalPrometheusConfig
+
+    server = TritonServer(ServerConfig(repository=ROOT / config.repository, http_port=config.http_port,
+                                       grpc_port=config.grpc_port, metrics_port=config.metrics_port,
+                                       log_file=ROOT / config.work_dir / "triton.log"))
+    t = time.monotonic()
+    banner(3, total, "serve: the real Triton Inference Server on 127.0.0.1 (python backend running ONNX Runtime)")
+    print(f"$ python -m clients serve --repository {config.repository}   (started from Python here)", flush=True)
+    with server:
+        version = server_version(server.http_url)
+        print(f"ready: {version} | HTTP {server.http_url} | gRPC {server.grpc_url} | metrics {server.metrics_url}",
+              flush=True)
+        timings["serve"] = time.monotonic() - t
+
+        t = time.monotonic()
+        banner(4, total, "query: the same held-out inputs through PyTorch, HTTP and gRPC")
+        queries = query_models(config, server)
+        timings["query"] = time.monotonic() - t
+
+        t = time.monotonic()
+        banner(5, total, f"load test: Locust, {config.load.users} users for {config.load.duration_s:g} s on "
+                         f"{config.load.model} over {config.load.protocol}, Prometheus watching")
+        prometheus = LocalPrometheus(LocalPrometheusConfig(
+            targets={"triton": [f"127.0.0.1:{config.metrics_port}"],
+                     "clients": [f"127.0.0.1:{config.client_metrics_port}"]},
+            port=config.prometheus_port))
+        with prometheus:
+            print(f"Prometheus: {prometheus.url}", flush=True)
+            load_start = time.time()
+            load_name = f"demo-loadtest-{config.load.model}-{config.load.protocol}"
+            load_cmd = ["python", "-m", "benchmarks", "loadtest", "--model", config.load.model,
+                        "--protocol", config.load.protocol, "--http-port", str(config.http_port),
+                        "--grpc-port", str(config.grpc_port), "--users", str(config.load.users),
+                        "--duration", f"{config.load.duration_s:g}", "--client-metrics-port",
+                        str(config.client_metrics_port), "--max-error-rate", str(config.load.max_error_rate),
+                        "--name", load_name, "--results-dir", str(config.results_dir)]
+            if config.load.run_dir:
+                load_cmd += ["--run-dir", str(config.load.run_dir)]
+            run_command(load_cmd, "the load test")
+            time.sleep(3)  # one more scrape and rule evaluation after the last request
+            load_end = time.time()
+            timings["load test"] = time.monotonic() - t
+
+            t = time.monotonic()
+            banner(6, total, "report: Prometheus panels as PNG, results and a Markdown report")
+            panels_dir = config.results_dir / "demo-panels"
+            run_command(["python", "-m", "monitoring", "panels", "--prometheus", prometheus.url,
+                         "--start", f"{load_start - 10:.0f}", "--end", f"{load_end:.0f}", "--out", str(panels_dir),
+                         "--expect", "triton"], "rendering the monitoring panels")
+        report = write_report(config, version, queries, ROOT / config.results_dir / f"{load_name}.json",
+                              panels_dir, timings)
+    if server.running():
+        raise UserError("Triton is still running after shutdown; stop it with `pkill tritonserver`")
+    timings["report"] = time.monotonic() - t
+    print(f"\nTriton and Prometheus stopped. Demo finished in {time.monotonic() - started:.0f} s.", flush=True)
+    print(f"Report: {report}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,58 @@
+"""Step 6 of the demo: one Markdown report that links every result a user would want to look at."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from common.files import atomic_write_text
+from demo.config import ROOT, DemoConfig
+
+
+def _rel(path: Path, start: Path) -> str:
+    """A link that works from the report's folder (Markdown viewers resolve links relative to the file)."""
+    return os.path.relpath(Path(path).resolve(), start.resolve())
+
+
+def write_report(config: DemoConfig, server_version: str, queries: dict, load_json: Path, panels_dir: Path,
+                 timings: dict[str, float]) -> Path:
+    results_dir = ROOT / config.results_dir
+    out = results_dir / "demo-report.md"
+    load = json.loads(load_json.read_text()) if load_json.is_file() else None
+    lines = ["# Demo report", "", f"Server: {server_version}, repository `{config.repository}`.", ""]
+    lines += ["## Training runs", ""]
+    for step in config.train:
+        manifest_path = ROOT / step.run_dir / "manifest.json"
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in manifest.get("metrics", {}).items() if "acc" in k)
+        curves = ROOT / step.run_dir / "training_curves.png"
+        lines.append(f"- `{step.model}` in `{step.run_dir}`: {metrics or 'no metrics'}"
+                     + (f" — ![curves]({_rel(curves, results_dir)})" if curves.is_file() else ""))
+    lines += ["", "## Predictions: PyTorch vs Triton over HTTP and gRPC", ""]
+    for model, result in queries.items():
+        lines += [f"### {model}", "", "| input | true | PyTorch | HTTP | gRPC |", "|---|---|---|---|---|"]
+        for row in result["rows"]:
+            lines.append(f"| {row['input']} | {row['true']} | {row['pytorch']} | {row['http']} | {row['grpc']} |")
+        lines.append("")
+    if load:
+        r = load["result"]
+        lines += ["## Load test (Locust)", "",
+                  f"{r['model']} over {r['protocol']}, {r['concurrency']} users, {r['duration_s']} s:", "",
+                  "| requests/s | p50 ms | p95 ms | p99 ms | errors | server CPU cores | load generator CPU cores |",
+                  "|---|---|---|---|---|---|---|",
+                  f"| {r['throughput_rps']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['errors']}/{r['requests']} "
+                  f"| {r['cpu_cores']['server']} | {r['cpu_cores']['load_generator']} |", ""]
+        if r.get("server_side") and r["server_side"].get("requests"):
+            s = r["server_side"]
+            lines += [f"Inside Triton, per request: queue {s['queue_ms']} ms, compute input {s['compute_input_ms']} ms, "
+                      f"infer {s['compute_infer_ms']} ms, output {s['compute_output_ms']} ms; average executed batch "
+                      f"{s['avg_batch_size']}.", ""]
+        if load.get("plot"):
+            lines += [f"![load test]({_rel(Path(load['plot']), results_dir)})", ""]
+    overview = ROOT / panels_dir / "overview.png"
+    if overview.is_file():
+        lines += ["## Monitoring panels (from Prometheus)", "", f"![panels]({_rel(overview, results_dir)})", ""]
+    lines += ["## Timings", "", "| step | seconds |", "|---|---|"]
+    lines += [f"| {name} | {seconds:.0f} |" for name, seconds in timings.items()]
+    atomic_write_text(out, "\n".join(lines) + "\n")
+    return out
