@@ -215,6 +215,8 @@ class Trainer:
 
     def _main_only(self, what: str, action: Callable[[], Any]) -> Any:
         """Run ``action`` on rank 0; a failure there is raised on every rank instead of leaving them waiting."""
+        if not self.ctx.distributed:
+            return action()
         error, result = None, None
         if self.ctx.is_main:
             try:
@@ -222,10 +224,7 @@ class Trainer:
             except UserError as exc:
                 error = str(exc)
             except Exception as exc:  # report it on all ranks, then re-raise the original on rank 0
-                error = f"{what} failed on rank 0: {exc}"
-                if not self.ctx.distributed:
-                    raise
-                self.ctx.broadcast(error)
+                self.ctx.broadcast(f"{what} failed on rank 0: {exc}")
                 raise
         error = self.ctx.broadcast(error)
         if error:
