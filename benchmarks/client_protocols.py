@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import collections
 import io
-import os
 import sys
 import time
 from pathlib import Path
@@ -118,8 +117,35 @@ def _row(transport: str, concurrency: int, measured: dict[str, Any], duration_s:
     return row
 
 
-async def _measure_transport(transport: str, url: str, args, concurrency_levels: list[int], pids: dict) -> list[dict]:
-    from benchmarks.cpu_usage import CpuMeter
+class _CpuWindow:
+    """Cores used by Triton (its process tree) and by this process alone (Triton may be our child: not counted)."""
+
+    def __init__(self, triton_pid: int | None):
+        from benchmarks.cpu_usage import CpuMeter
+
+        self._meter = CpuMeter({"triton": triton_pid})
+        self._own = self._t0 = 0.0
+        self.started = False
+
+    def start(self) -> None:
+        from benchmarks.cpu_usage import own_cpu_seconds
+
+        self._meter.start()
+        self._own, self._t0 = own_cpu_seconds(), time.perf_counter()
+        self.started = True
+
+    def stop(self) -> dict:
+        from benchmarks.cpu_usage import own_cpu_seconds
+
+        if not self.started:
+            return {}
+        cores = self._meter.stop()
+        cores["client"] = round((own_cpu_seconds() - self._own) / max(time.perf_counter() - self._t0, 1e-9), 3)
+        return cores
+
+
+async def _measure_transport(transport: str, url: str, args, concurrency_levels: list[int],
+                             triton_pid: int | None) -> list[dict]:
     from clients import AsyncTritonClient
 
     protocol, shm = TRANSPORTS[transport]
@@ -132,19 +158,16 @@ async def _measure_transport(transport: str, url: str, args, concurrency_levels:
         payloads = _payloads(info, args.batch, args.seq_len)
         await client.infer(args.model, payloads[0])  # connections, regions and the model warm before measuring
         for concurrency in concurrency_levels:
-            meter = CpuMeter(pids)
-            meter_started = False
+            window = _CpuWindow(triton_pid)
 
-            async def start_meter():
-                nonlocal meter_started
+            async def start_window(window=window):  # CPU is measured over the measured seconds only
                 await asyncio.sleep(args.warmup)
-                meter.start()
-                meter_started = True
+                window.start()
 
-            starter = asyncio.create_task(start_meter())
+            starter = asyncio.create_task(start_window())
             measured = await _drive(client, args.model, payloads, concurrency, args.duration, args.warmup)
             await starter
-            row = _row(transport, concurrency, measured, args.duration, meter.stop() if meter_started else {})
+            row = _row(transport, concurrency, measured, args.duration, window.stop())
             row["request_bytes"] = int(sum(a.nbytes for a in payloads[0].values() if a.dtype.kind != "O"))
             rows.append(row)
             print(f"  {transport:9s} c={concurrency:<3d} {row['throughput_rps']:>9,.1f} req/s   p50 {row['p50_ms']} ms"
@@ -248,13 +271,12 @@ def run(args: argparse.Namespace) -> int:
         http_url, grpc_url = server.http_url, server.grpc_url
     try:
         triton_pid = server.process.pid if server else listening_pid(int(http_url.rsplit(":", 1)[1]))
-        pids = {"triton": triton_pid, "client": os.getpid()}
         rows = []
         total = len(args.transports)
         for n, transport in enumerate(args.transports, 1):
             url = grpc_url if TRANSPORTS[transport][0] == "grpc" else http_url
             print(f"[{n}/{total}] {transport} against {url} ...", file=sys.stderr, flush=True)
-            rows.extend(asyncio.run(_measure_transport(transport, url, args, sorted(args.concurrency), pids)))
+            rows.extend(asyncio.run(_measure_transport(transport, url, args, sorted(args.concurrency), triton_pid)))
     finally:
         if server is not None:
             server.stop()
