@@ -291,7 +291,8 @@ class Trainer:
         self.module.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.schedule.load_state_dict(payload["scheduler"])
-        self.scaler.load_state_dict(payload["scaler"])
+        if payload["scaler"] and self.scaler.is_enabled():  # empty when the run so far had no fp16 (e.g. CPU)
+            self.scaler.load_state_dict(payload["scaler"])
         per_rank = payload["rng"]
         if len(per_rank) == self.ctx.world_size:
             rng.restore(per_rank[self.ctx.rank])
