@@ -19,13 +19,16 @@ What it guarantees:
 from __future__ import annotations
 
 import argparse
+import atexit
 import ctypes
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -69,12 +72,31 @@ class ServerConfig(BaseModel):
 
 
 def _set_parent_death_signal() -> None:
-    """In the child before exec: die with SIGTERM when the launcher dies (Linux prctl PR_SET_PDEATHSIG)."""
+    """In the child before exec: die with SIGTERM when the launcher dies (Linux prctl PR_SET_PDEATHSIG).
+
+    Linux sends the signal when the *thread* that forked the child exits, so it is only armed for children started
+    from the main thread (see :func:`_death_signal_for_this_thread`); others rely on ``stop()`` and ``atexit``.
+    """
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
     except OSError:
         pass
+
+
+def _death_signal_for_this_thread():
+    """The pre-exec hook to use: the parent-death signal from the main thread, nothing from a worker thread."""
+    return _set_parent_death_signal if threading.current_thread() is threading.main_thread() else None
+
+
+_LIVE_SERVERS: "weakref.WeakSet[TritonServer]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_leftover_servers() -> None:
+    """Interpreter exit (also after an unhandled exception) stops every server this process started."""
+    for server in list(_LIVE_SERVERS):
+        server.stop(grace_s=5)
 
 
 _LOAD_ERROR = re.compile(r"failed to load '(?P<model>[^']+)' version (?P<version>\d+): (?P<reason>.*?)\"?$")
@@ -207,8 +229,9 @@ class TritonServer:
         self._log_handle = open(log_file, "wb")
         self.process = subprocess.Popen(
             command, stdout=self._log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=server_environment(), start_new_session=True, preexec_fn=_set_parent_death_signal,
+            env=server_environment(), start_new_session=True, preexec_fn=_death_signal_for_this_thread(),
         )
+        _LIVE_SERVERS.add(self)
         self._wait_ready()
         return self
 
@@ -259,6 +282,7 @@ class TritonServer:
         if self._log_handle:
             self._log_handle.close()
             self._log_handle = None
+        _LIVE_SERVERS.discard(self)
         return proc.returncode
 
     def __enter__(self) -> "TritonServer":

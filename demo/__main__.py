@@ -34,10 +34,10 @@ def banner(step: int, total: int, title: str) -> None:
 def run_command(args: list[str], what: str) -> None:
     """Run one pipeline command as a child process; stop it if the demo is interrupted."""
     print("$ " + " ".join(args), flush=True)
-    from clients.serve import _set_parent_death_signal
+    from clients.serve import _death_signal_for_this_thread
 
     proc = subprocess.Popen([sys.executable, *args[1:]] if args[0] == "python" else args, cwd=ROOT,
-                            preexec_fn=_set_parent_death_signal)
+                            preexec_fn=_death_signal_for_this_thread())
     try:
         code = proc.wait()
     finally:
