@@ -18,10 +18,13 @@ def small_settings(work_dir: Path, **sections):
     """Build settings for tests: quick latency measurement, builds under ``work_dir``."""
     from builders.settings import BuildConfig
 
+    # a queue timeout far above the 2 s default: other work on a shared 2-core CI machine must not turn into
+    # rejected requests in tests that assert zero failures
     data = {"publish": {"work_dir": str(work_dir), "keep_versions": 3},
-            "quantize": {"latency_iterations": 5}, "tensorrt": {"mode": "auto"}}
+            "quantize": {"latency_iterations": 5}, "tensorrt": {"mode": "auto"},
+            "serving": {"dynamic_batching": {"queue": {"timeout_microseconds": 60_000_000}}}}
     for key, value in sections.items():
-        data.setdefault(key, {}).update(value)
+        data.setdefault(key, {}).update(value)  # one level deep is all the tests need
     return BuildConfig.model_validate(data)
 
 

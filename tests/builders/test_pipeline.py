@@ -276,4 +276,12 @@ def test_a_family_is_published_whole_or_not_at_all(built_repository, tmp_path, m
     with pytest.raises(OSError, match="disk full"):
         repo_mod.publish_package(package, repository, keep=3)
     assert tree_state(repository) == before
-    assert not [p for p in repository.rglob(".*") if p.name != ".builders.lock"], "no hidden leftovers"
+    assert not list(repository.rglob(".*")), "no hidden leftovers"
+
+
+def test_published_folders_are_readable_by_other_users(built_repository):
+    import stat
+
+    for path in (built_repository / "digits", built_repository / "digits" / "1", built_repository / "textclf_text" / "1"):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & stat.S_IROTH and mode & stat.S_IXOTH, f"{path} is {oct(mode)}"

@@ -74,7 +74,7 @@ def test_textclf_merges_requests_of_different_lengths_and_isolates_a_bad_one(ser
     with futures.ThreadPoolExecutor(8) as pool:
         outcomes = list(pool.map(call, samples + [bad] * 3 + samples))
     for sample, got in zip(samples + samples, outcomes[:24] + outcomes[27:]):
-        assert isinstance(got, np.ndarray), got
+        assert isinstance(got, np.ndarray), f"request failed: {got}"
         np.testing.assert_allclose(got, reference([sample])[1], atol=1e-5, rtol=1e-3)
     for error in outcomes[24:27]:
         assert isinstance(error, Exception) and "inference failed" in str(error)
