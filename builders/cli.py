@@ -85,7 +85,8 @@ def _request(args):
 
 def cmd_build(args) -> int:
     from common.files import atomic_write_json
-    from builders.pipeline import build, summary_lines
+    from builders.pipeline import build
+    from builders.report import summary_lines
 
     report = build(_request(args))
     print("\n".join(summary_lines(report)))

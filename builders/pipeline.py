@@ -19,27 +19,24 @@ Nothing in the repository changes before step 8, so any failure before it leaves
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
-from common.files import atomic_copy, atomic_write_json, atomic_write_text, sha256_file
+from common.files import atomic_copy, atomic_write_json, sha256_file
 from common.manifest import MANIFEST_NAME
 from builders import gate as gate_mod
-from builders import triton_configs as tc
 from builders.environment import build_environment
-from builders.lint import lint_all
 from builders.onnx_export import OnnxFile, export, simplify
+from builders.packaging import make_package
 from builders.parity import ParityReport, compare
-from builders.repository import Package, VERSION_STAGE, publish_package, retract, write_lineage
+from builders.report import plot_report
+from builders.repository import Package, publish_package, retract, write_lineage
 from builders.runners import accuracy, heldout_batches, ort_runner, ort_session, torch_runner
-from builders.runtime import LABELS_MODEL, ONNX_MODEL, TOKENIZER_MODEL
 from builders.settings import BuildConfig
-from builders.shapes import Profile, derive_profiles
+from builders.shapes import derive_profiles
 from builders.steps import Skipped, StepRunner
 
 STEPS = ["load", "export", "evaluate", "quantize", "tensorrt", "package", "gate", "publish", "rollout"]
@@ -151,109 +148,6 @@ def heldout_identity(exported, splits) -> dict:
 
 def _timestamp() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-
-
-def _write_text_family(package: Package, name: str, exported, settings: BuildConfig, run_dir: Path) -> list[str]:
-    """Tokenizer, labels and the ``<name>_text`` ensemble: raw strings in, labels and scores out."""
-    manifest = exported.manifest
-    input_ids = manifest.inputs[0].name
-    num_classes = len(manifest.labels)
-    tokenizer, labels, ensemble = f"{name}_tokenizer", f"{name}_labels", f"{name}_text"
-    pad_id = int(manifest.preprocessing.get("pad_id", 0))
-    members = {
-        tokenizer: tc.tokenizer_config(tokenizer, settings, pad_id, input_ids),
-        labels: tc.labels_config(labels, settings, num_classes),
-        ensemble: tc.text_ensemble_config(ensemble, settings, tokenizer, name, labels, input_ids, num_classes),
-    }
-    for member, config in members.items():
-        (package.root / member / VERSION_STAGE).mkdir(parents=True, exist_ok=True)
-        atomic_write_text(package.root / member / "config.pbtxt", tc.to_text(config))
-    atomic_copy(TOKENIZER_MODEL, package.version_dir(tokenizer) / "model.py")
-    atomic_copy(run_dir / manifest.tokenizer.file, package.version_dir(tokenizer) / "tokenizer.json")
-    atomic_copy(LABELS_MODEL, package.version_dir(labels) / "model.py")
-    atomic_write_json(package.version_dir(labels) / "labels.json", list(manifest.labels))
-    return [tokenizer, labels, ensemble]
-
-
-def make_package(root: Path, name: str, exported, profiles: list[Profile], onnx_path: Path, int8_path: Path | None,
-                 plan: dict | None, settings: BuildConfig) -> Package:
-    """Write every member's configs and version files under ``root`` and lint them against their artifacts."""
-    if root.exists():
-        shutil.rmtree(root)
-    manifest = exported.manifest
-    version = root / name / VERSION_STAGE
-    version.mkdir(parents=True)
-    atomic_copy(onnx_path, version / "model.onnx")
-    atomic_copy(ONNX_MODEL, version / "model.py")
-    serve_int8 = int8_path is not None and settings.quantize.serve_int8
-    configs = {"config.pbtxt": tc.cpu_config(name, manifest, profiles, settings,
-                                             "model.int8.onnx" if serve_int8 else "model.onnx"),
-               f"configs/{tc.ONNXRUNTIME}.pbtxt": tc.onnxruntime_config(name, manifest, profiles, settings)}
-    if int8_path is not None:
-        atomic_copy(int8_path, version / "model.int8.onnx")
-        configs[f"configs/{tc.CPU_INT8}.pbtxt"] = tc.cpu_config(name, manifest, profiles, settings, "model.int8.onnx")
-    if plan is not None:
-        atomic_copy(Path(plan["plan"]), version / "model.plan")
-        atomic_copy(Path(plan["metadata"]), version / "model.plan.json")
-        configs[f"configs/{tc.TENSORRT}.pbtxt"] = tc.tensorrt_config(name, manifest, profiles, settings)
-    for relative, config in configs.items():
-        atomic_write_text(root / name / relative, tc.to_text(config))
-    members = [name]
-    if manifest.tokenizer is not None:
-        members = _write_text_family(Package(root, name, ()), name, exported, settings, exported.run_dir)
-        members = [members[0], members[1], name, members[2]]
-    package = Package(root, name, tuple(members))
-    package.write()
-    findings = []
-    for member in package.members:
-        findings += [f"{member}/{f}" for f in lint_all(root / member, version_dirs={VERSION_STAGE: package.version_dir(member)})]
-    if findings:
-        raise UserError("generated configuration disagrees with its artifact: " + "; ".join(map(str, findings)))
-    return package
-
-
-def _plot(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    int8 = report.get("int8") or {}
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
-    names, sizes, lat = ["FP32"], [report["onnx"]["size_bytes"] / 1e6], [int8.get("fp32_latency", {}).get("p50_ms", 0)]
-    accs = {"FP32": report["accuracy"]}
-    if int8:
-        names.append("INT8" + ("" if int8["accepted"] else " (refused)"))
-        sizes.append(int8["int8_size_bytes"] / 1e6)
-        lat.append(int8["int8_latency"]["p50_ms"])
-        accs[names[-1]] = int8["int8_accuracy"]
-    baseline = (report.get("gate") or {}).get("baseline")
-    if baseline and baseline.get("accuracy") is not None:
-        accs[f"serving v{baseline['version']}"] = baseline["accuracy"]
-    axes[0].bar(names, sizes, color=["#4c72b0", "#dd8452"][:len(names)])
-    axes[0].set_title("ONNX file size (MB)")
-    if int8:
-        axes[1].bar(names, lat, color=["#4c72b0", "#dd8452"][:len(names)])
-        axes[1].set_title(f"ORT latency p50 (ms), batch {int8['fp32_latency']['batch_size']}")
-    else:
-        axes[1].text(0.5, 0.5, "INT8 not built", ha="center", va="center")
-        axes[1].set_axis_off()
-    axes[2].bar(list(accs), list(accs.values()), color="#55a868")
-    low = min(accs.values())
-    axes[2].set_ylim(max(0.0, low - 0.05), 1.0)
-    axes[2].set_title("held-out accuracy")
-    outputs = report["parity"]["outputs"]
-    axes[3].bar([o["name"] for o in outputs], [max(o["max_abs_error"], 1e-12) for o in outputs], color="#8172b2")
-    for i, o in enumerate(outputs):
-        axes[3].plot([i - 0.4, i + 0.4], [o["atol"], o["atol"]], color="red", linestyle="--")
-    axes[3].set_yscale("log")
-    axes[3].set_title("max |ONNX - PyTorch| (red: atol)")
-    fig.suptitle(f"{report['model']}: build {report['build_id']}")
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _tensorrt_step(request: BuildRequest, exported, splits, onnx_path: Path, profiles, out_dir: Path):
@@ -384,7 +278,7 @@ def build(request: BuildRequest) -> dict:
     finally:
         finish()
     try:
-        _plot(report, build_dir / "report.png")
+        plot_report(report, build_dir / "report.png")
         report["plot"] = str(build_dir / "report.png")
     except Exception as exc:  # a plot must never fail a published build
         report["plot_error"] = str(exc)
@@ -421,51 +315,3 @@ def roll_out(url: str, package: Package, repository: Path, version: int, setting
         resync(url, package.members, settings.publish.load_timeout_s)
         raise UserError(f"{exc}; version {version} was retracted from {repository} (kept in {build_dir / 'retracted'}) "
                         "and the previous version keeps serving") from None
-
-
-def summary_lines(report: dict) -> list[str]:
-    """The compact human summary printed after a build."""
-    lines = [f"{report['model']}: built from {report['run_dir']} (weights {report.get('checkpoint', {}).get('weights_sha256', '?')[:12]})"]
-    if "onnx" in report:
-        o, s = report["onnx"], report["simplify"]
-        simp = (f"onnxslim {s['nodes_before']} → {s.get('nodes_after')} nodes" if s.get("kept")
-                else f"not simplified ({s.get('reason', 'disabled')})")
-        lines.append(f"  onnx      opset {o['opset']}, IR {o['ir_version']}, {o['size_bytes'] / 1e6:.2f} MB, {simp}")
-    if "parity" in report:
-        p = report["parity"]
-        errs = ", ".join(f"{x['name']} max|Δ| {x['max_abs_error']:.1e} (atol {x['atol']:g})" for x in p["outputs"])
-        lines.append(f"  parity    {'PASS' if p['passed'] else 'FAIL'} vs PyTorch on {p['samples']} held-out samples: "
-                     f"{errs}; argmax agreement {p['argmax_agreement']:.2%}")
-    if "accuracy" in report:
-        lines.append(f"  accuracy  {report['accuracy']:.4f} on the held-out split (ONNX Runtime, FP32)")
-    if report.get("int8"):
-        q = report["int8"]
-        ratio = q["fp32_size_bytes"] / max(q["int8_size_bytes"], 1)
-        speed = q["fp32_latency"]["p50_ms"] / max(q["int8_latency"]["p50_ms"], 1e-9)
-        lines.append(f"  int8      {'accepted' if q['accepted'] else 'REFUSED'}: {q['int8_size_bytes'] / 1e6:.2f} MB "
-                     f"({ratio:.1f}x smaller), {speed:.2f}x FP32 speed, accuracy {q['int8_accuracy']:.4f} "
-                     f"({-q['accuracy_drop']:+.4f}, margin {q['max_accuracy_drop']})")
-    if "tensorrt" in report:
-        t = report["tensorrt"]
-        lines.append("  tensorrt  " + (f"skipped: {t['skipped']}" if "skipped" in t else
-                                       f"{t['precision']} plan for {t['gpu_name']}, parity "
-                                       f"{'PASS' if t['parity']['passed'] else 'FAIL'}"))
-    if "gate" in report:
-        g = report["gate"]
-        b = g.get("baseline")
-        against = ("no serving version yet" if not b else
-                   f"serving v{b['version']} {b['accuracy']:.4f}" if b.get("accuracy") is not None else f"serving v{b['version']} (no accuracy)")
-        lines.append(f"  gate      {'PASS' if g['passed'] else 'FAIL'}: accuracy {g['candidate_accuracy']:.4f} vs {against} "
-                     f"(margin {g['max_accuracy_drop']})")
-    if "published" in report:
-        pub = report["published"]
-        lines.append(f"  published {pub['path']} (previous: {pub['previous'] or 'none'}; members: "
-                     f"{', '.join(report['package']['members'])})")
-    rollout = report.get("rollout")
-    if rollout and rollout.get("status") == "ok":
-        lines.append(f"  rollout   Triton loaded version {report['published']['version']}")
-    failed = [s for s in report.get("steps", []) if s["status"] == "failed"]
-    for step in failed:
-        lines.append(f"  FAILED    {step['name']}: {step['detail']}")
-    lines.append(f"  report    {report['build_dir']}/report.json" + (" (+ report.png)" if report.get("plot") else ""))
-    return lines

@@ -110,6 +110,7 @@ def _calibrator(trt, exported, splits, profile: Profile, batches: int, cache_pat
                 return None
             feeds = dict(zip(input_names, batch.inputs))
             self._held = [torch.from_numpy(_fit(feeds[name], opt[name], pad)).cuda() for name in names]
+            torch.cuda.synchronize()  # the copies must land before TensorRT reads the buffers on its own stream
             return [int(t.data_ptr()) for t in self._held]
 
         def read_calibration_cache(self):
@@ -214,22 +215,23 @@ def engine_runner(plan: Path, profiles: Sequence[Profile], input_names: Sequence
         if chosen.index != current[0]:
             context.set_optimization_profile_async(chosen.index, stream.cuda_stream)
             current[0] = chosen.index
-        held = []
-        for name, array in zip(input_names, arrays):
-            tensor = torch.from_numpy(np.ascontiguousarray(array)).cuda()
-            held.append(tensor)
-            context.set_input_shape(name, tuple(array.shape))
-            context.set_tensor_address(name, int(tensor.data_ptr()))
-        outs = []
-        for name in output_names:
-            dtype = _DTYPES.get(engine.get_tensor_dtype(name).name, "float32")
-            out = torch.empty(tuple(context.get_tensor_shape(name)), dtype=torch_dtypes[dtype], device="cuda")
-            context.set_tensor_address(name, int(out.data_ptr()))
-            outs.append(out)
-        if not context.execute_async_v3(stream.cuda_stream):
-            raise UserError(f"TensorRT execution of {plan} failed")
+        held, outs = [], []
+        with torch.cuda.stream(stream):  # copies, execution and read-back ordered on one stream
+            for name, array in zip(input_names, arrays):
+                tensor = torch.from_numpy(np.ascontiguousarray(array)).cuda(non_blocking=False)
+                held.append(tensor)
+                context.set_input_shape(name, tuple(array.shape))
+                context.set_tensor_address(name, int(tensor.data_ptr()))
+            for name in output_names:
+                dtype = _DTYPES.get(engine.get_tensor_dtype(name).name, "float32")
+                out = torch.empty(tuple(context.get_tensor_shape(name)), dtype=torch_dtypes[dtype], device="cuda")
+                context.set_tensor_address(name, int(out.data_ptr()))
+                outs.append(out)
+            if not context.execute_async_v3(stream.cuda_stream):
+                raise UserError(f"TensorRT execution of {plan} failed")
+            results = [o.float().cpu().numpy() for o in outs]
         stream.synchronize()
-        return [o.float().cpu().numpy() for o in outs]
+        return results
 
     return run
 

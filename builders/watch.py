@@ -16,7 +16,8 @@ from pathlib import Path
 from common.errors import UserError
 from common.files import sha256_file
 from common.manifest import MANIFEST_NAME
-from builders.pipeline import BuildRequest, build, summary_lines
+from builders.pipeline import BuildRequest, build
+from builders.report import summary_lines
 
 
 def watch(request: BuildRequest, interval_s: float, max_builds: int | None = None) -> int:
