@@ -285,3 +285,21 @@ def test_published_folders_are_readable_by_other_users(built_repository):
     for path in (built_repository / "digits", built_repository / "digits" / "1", built_repository / "textclf_text" / "1"):
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode & stat.S_IROTH and mode & stat.S_IXOTH, f"{path} is {oct(mode)}"
+
+
+def test_publish_refuses_a_package_whose_config_disagrees_with_its_artifact(built_repository, tmp_path, capsys):
+    from builders.cli import main
+    from builders.repository import package_from_version
+
+    repository = copy_repository(built_repository, tmp_path / "repo")
+    package = package_from_version(repository, "digits", 1, tmp_path / "package")
+    config = package.model_dir("digits") / "config.pbtxt"
+    config.write_text(config.read_text().replace("dims: 10", "dims: 12", 1))
+    before = tree_state(repository)
+    with pytest.raises(SystemExit) as info:
+        run_cli(main, ["publish", "--package", str(package.root), "--repository", str(repository)])
+    assert info.value.code == UserError.exit_code
+    err = capsys.readouterr().err
+    assert "nothing published" in err
+    assert "digits/config.pbtxt: output[0].dims: [12] but version/model.onnx output 'logits' has shape [batch, 10]" in err
+    assert tree_state(repository) == before
