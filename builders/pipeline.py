@@ -187,7 +187,7 @@ def build(request: BuildRequest) -> dict:
     try:
         export_cmd = ["export", "--run-dir", str(run_dir.resolve()), "--output", str((build_dir / "export").resolve()),
                       *request.config_args()]
-        exported, splits = steps.run("load", lambda: _load(load_exported, run_dir), export_cmd)
+        exported, splits, profiles = steps.run("load", lambda: _load(load_exported, run_dir, settings), full)
         manifest = exported.manifest
         name = request.name or manifest.model
         report["checkpoint"] = {"run_dir": str(run_dir.resolve()), "manifest_sha256": sha256_file(run_dir / MANIFEST_NAME),
@@ -196,7 +196,6 @@ def build(request: BuildRequest) -> dict:
                                 "parent_checkpoint": manifest.parent_checkpoint.model_dump() if manifest.parent_checkpoint else None,
                                 "metrics": manifest.metrics, "data_version": manifest.data_version,
                                 "code_version": manifest.code_version, "created_at": manifest.created_at}
-        profiles = derive_profiles(manifest.inputs, manifest.preprocessing, settings)
         report["profiles"] = [p.to_dict() for p in profiles]
 
         exp = steps.run("export", lambda: export_and_verify(exported, splits, build_dir / "export", settings), export_cmd)
@@ -292,9 +291,11 @@ def _peek_model_name(run_dir: Path) -> str:
     return read_manifest(run_dir, verify=False).model
 
 
-def _load(load_exported, run_dir: Path):
+def _load(load_exported, run_dir: Path, settings: BuildConfig):
+    """The model, its held-out data and its optimization profiles (a shape declaration that does not fit fails here)."""
     exported = load_exported(run_dir)
-    return exported, exported.load_splits()
+    profiles = derive_profiles(exported.manifest.inputs, exported.manifest.preprocessing, settings)
+    return exported, exported.load_splits(), profiles
 
 
 def _gate(exp: ExportResult, evaluation: Evaluation, settings: BuildConfig, name: str):

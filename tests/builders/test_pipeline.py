@@ -122,7 +122,7 @@ def test_bad_input_stops_with_the_file_and_field_and_leaves_the_repository_alone
         status = json.loads((build_dir / "status.json").read_text())["steps"]
         assert status[0]["name"] == "load" and status[0]["status"] == "failed"
         script = (build_dir / "reproduce.sh").read_text()
-        assert "-m builders export --run-dir" in script and str(run) in script
+        assert "-m builders build --run-dir" in script and str(run) in script
 
 
 def test_gate_refuses_a_worse_checkpoint_and_the_serving_version_stays(built_repository, tmp_path, capsys):
