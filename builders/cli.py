@@ -80,7 +80,8 @@ def _request(args):
 
     return BuildRequest(run_dir=args.run_dir, repository=args.repository, settings=_settings(args),
                         config_file=args.config, name=args.name, publish=not getattr(args, "no_publish", False),
-                        triton_url=args.triton_url, quiet=args.quiet, overrides=_override_args(args))
+                        triton_url=args.triton_url, quiet=args.quiet, force=getattr(args, "force", False),
+                        overrides=_override_args(args))
 
 
 def cmd_build(args) -> int:
@@ -300,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_build_args(p)
     p.add_argument("--no-publish", action="store_true", help="stop after the gate: the package stays in the build folder")
+    p.add_argument("--force", action="store_true",
+                   help="build and publish even when the serving version already has these weights and settings")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("export", help="PyTorch -> ONNX with parity against PyTorch")

@@ -53,6 +53,7 @@ class BuildRequest:
     publish: bool = True
     triton_url: str | None = None
     quiet: bool = False
+    force: bool = False  # rebuild even when the serving version already has these weights and settings
     overrides: list[str] = field(default_factory=list)  # command-line settings overrides (--keep, --tensorrt, …)
 
     def command(self) -> list[str]:
@@ -66,6 +67,8 @@ class BuildRequest:
             args += ["--triton-url", self.triton_url]
         if not self.publish:
             args.append("--no-publish")
+        if self.force:
+            args.append("--force")
         return args + list(self.overrides)
 
     def config_args(self) -> list[str]:
@@ -164,6 +167,29 @@ def _tensorrt_step(request: BuildRequest, exported, splits, onnx_path: Path, pro
     return tensorrt_build.build_and_verify(exported, splits, onnx_path, profiles, request.settings, out_dir)
 
 
+def _artifact_settings(config: dict | None) -> dict:
+    """Build settings that shape what is published (``publish`` only says where builds go and what is kept)."""
+    return {key: value for key, value in (config or {}).items() if key != "publish"}
+
+
+def already_serving(model_dir: Path, manifest, settings: BuildConfig) -> int | None:
+    """The serving version when it was built from these exact weights (and tokenizer) with these exact settings.
+
+    Re-running a build (``make demo`` twice, a restarted ``watch``) then publishes nothing instead of a copy.
+    """
+    from builders.repository import read_lineage, serving_version
+
+    number = serving_version(model_dir)
+    if number is None:
+        return None
+    lineage = read_lineage(model_dir / str(number))
+    checkpoint = lineage.get("checkpoint", {})
+    same_weights = checkpoint.get("weights_sha256") == manifest.weights.sha256
+    same_tokenizer = checkpoint.get("tokenizer_sha256") == (manifest.tokenizer.sha256 if manifest.tokenizer else None)
+    same_settings = _artifact_settings(lineage.get("build_config")) == _artifact_settings(settings.model_dump(mode="json"))
+    return number if same_weights and same_tokenizer and same_settings and not lineage.get("rollback_of") else None
+
+
 def build(request: BuildRequest) -> dict:
     """Run the pipeline; returns the report (also written to ``BUILD_DIR/report.json``)."""
     settings = request.settings
@@ -197,6 +223,10 @@ def build(request: BuildRequest) -> dict:
                                 "metrics": manifest.metrics, "data_version": manifest.data_version,
                                 "code_version": manifest.code_version, "created_at": manifest.created_at}
         report["profiles"] = [p.to_dict() for p in profiles]
+        same = None if request.force or not request.publish else already_serving(repository / name, manifest, settings)
+        if same is not None:
+            report["unchanged"] = {"version": same, "model_dir": str(repository / name)}
+            return report
 
         exp = steps.run("export", lambda: export_and_verify(exported, splits, build_dir / "export", settings), export_cmd)
         report["onnx"], report["parity"], report["simplify"] = exp.onnx.to_dict(), exp.parity.to_dict(), exp.simplify

@@ -57,6 +57,10 @@ def plot_report(report: dict, path: Path) -> None:
 def summary_lines(report: dict) -> list[str]:
     """The compact human summary printed after a build."""
     lines = [f"{report['model']}: built from {report['run_dir']} (weights {report.get('checkpoint', {}).get('weights_sha256', '?')[:12]})"]
+    if report.get("unchanged"):
+        lines.append(f"  unchanged: version {report['unchanged']['version']} in {report['unchanged']['model_dir']} already "
+                     "serves these weights built with these settings; nothing published (--force rebuilds)")
+        return lines
     if "onnx" in report:
         o, s = report["onnx"], report["simplify"]
         simp = (f"onnxslim {s['nodes_before']} → {s.get('nodes_after')} nodes" if s.get("kept")

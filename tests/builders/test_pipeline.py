@@ -141,13 +141,29 @@ def test_gate_refuses_a_worse_checkpoint_and_the_serving_version_stays(built_rep
     assert tree_state(repository) == before
 
 
+def test_rebuilding_the_serving_weights_with_the_same_settings_publishes_nothing(built_repository, digits_run,
+                                                                                  tmp_path):
+    repository = copy_repository(built_repository, tmp_path / "repo")
+    before = tree_state(repository)
+    settings = small_settings(tmp_path / "builds")  # the settings version 1 was built with
+    report = build(BuildRequest(run_dir=digits_run, repository=repository, settings=settings, quiet=True))
+    assert report["unchanged"]["version"] == 1 and "published" not in report
+    assert tree_state(repository) == before
+    forced = build(BuildRequest(run_dir=digits_run, repository=repository, settings=settings, quiet=True, force=True))
+    assert forced["published"]["version"] == 2
+    changed = small_settings(tmp_path / "builds", quantize={"enabled": False})
+    assert build(BuildRequest(run_dir=digits_run, repository=repository, settings=changed, quiet=True)
+                 )["published"]["version"] == 3
+
+
 def test_publish_keeps_k_versions_and_rollback_serves_a_kept_one(built_repository, digits_run, tmp_path, capsys):
     from builders.cli import main
 
     repository = copy_repository(built_repository, tmp_path / "repo")
     settings = small_settings(tmp_path / "builds", publish={"keep_versions": 2}, quantize={"enabled": False})
     for _ in range(2):
-        report = build(BuildRequest(run_dir=digits_run, repository=repository, settings=settings, quiet=True))
+        report = build(BuildRequest(run_dir=digits_run, repository=repository, settings=settings, quiet=True,
+                                    force=True))
     assert report["published"]["version"] == 3 and report["published"]["pruned"] == {"digits": [1]}
     assert versions(repository / "digits") == [2, 3]
     assert not (repository / "digits" / "configs" / "cpu_int8.pbtxt").exists(), "stale config of an older build"
