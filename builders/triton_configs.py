@@ -111,6 +111,10 @@ def _base(name: str, manifest: Manifest, settings: BuildConfig):
     _set_version_policy(config, settings)
     _add_io(config, manifest)
     _set_dynamic_batching(config, settings)
+    if manifest.labels:
+        # class names travel with the served model, whatever the backend, so clients can name classes (backends
+        # ignore parameters they do not know)
+        _set_parameters(config, {"labels": list(manifest.labels)})
     return config
 
 

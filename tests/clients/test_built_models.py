@@ -125,6 +125,7 @@ def test_textclf_raw_text_is_identical_everywhere_and_equals_pytorch(runs, serve
     with TritonClient(served.grpc_url, "grpc", tokenizer=runs["textclf"] / "tokenizer.json") as client:
         tokens = client.infer("textclf", texts)
     np.testing.assert_array_equal(tokens.class_index, expected.argmax(axis=1))
+    assert tokens.labels == [labels[i] for i in expected.argmax(axis=1)], "class names from the config's labels"
     np.testing.assert_allclose(tokens.outputs["probabilities"], expected, atol=1e-4, rtol=1e-3)
 
 
