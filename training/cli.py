@@ -109,9 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    """Flags as dotted RunConfig keys (``None`` = not given, so the file or the default stays)."""
     values = {
         "model": args.model, "seed": args.seed, "epochs": args.epochs, "max_train_samples": args.max_train_samples,
-        "batch_size": args.batch_size, "grad_clip": args.grad_clip, "eval_batch_size": args.eval_batch_size, "accumulate": args.accumulate,
+        "batch_size": args.batch_size, "grad_clip": args.grad_clip, "eval_batch_size": args.eval_batch_size,
+        "accumulate": args.accumulate,
         "optimizer.lr": args.lr, "optimizer.weight_decay": args.weight_decay, "schedule.kind": args.schedule,
         "schedule.warmup_steps": args.warmup_steps, "amp": args.amp, "device": args.device, "threads": args.threads,
         "early_stopping.patience": args.patience, "checkpoint.keep_last": args.keep_last,
