@@ -3,10 +3,12 @@
 ``compare`` needs one load generator that is the same for every served configuration and costs as little CPU as
 possible (on two cores it competes with the server), so this is asyncio with pre-encoded requests: ``concurrency``
 workers each send a request, wait for the answer, and send the next, for ``duration_s`` after ``warmup_s``.
-It runs in its own process so its CPU use is measured apart from the server's, and prints one JSON object: every
-latency in milliseconds, errors by kind, requests/s and its own CPU seconds.
+At concurrency 1 it makes plain blocking calls instead (one request at a time needs no event loop, and on a slow
+machine the loop's own overhead would be measured as server latency). It runs in its own process so its CPU use is
+measured apart from the server's, and prints one JSON object: every latency in milliseconds, errors by kind,
+requests/s and its own CPU seconds.
 
-Targets: ``triton-grpc`` (tritonclient.grpc.aio), ``triton-http`` (aiohttp with Triton's binary tensor bodies),
+Targets: ``triton-grpc`` (grpc.aio with pre-serialized ``ModelInferRequest`` bytes), ``triton-http`` (aiohttp with Triton's binary tensor bodies),
 ``fastapi`` (aiohttp posting JSON to the baseline service in benchmarks/baseline_fastapi.py).
 """
 from __future__ import annotations
@@ -44,24 +46,31 @@ def _datatype(array) -> str:
     return np_to_triton_dtype(array.dtype)
 
 
-async def _grpc_sender(spec: LoadSpec, payloads):
-    import tritonclient.grpc as grpcclient
-    import tritonclient.grpc.aio as grpcaio
+def serialized_infer_request(model: str, payload: dict) -> bytes:
+    """One ``ModelInferRequest`` serialized once: the load generator then sends bytes, not protobuf objects."""
+    from tritonclient.grpc import service_pb2
+    from tritonclient.utils import serialize_byte_tensor
 
-    client = grpcaio.InferenceServerClient(spec.url)
-    requests = []
-    for payload in payloads:
-        inputs = []
-        for name, array in payload.items():
-            tensor = grpcclient.InferInput(name, list(array.shape), _datatype(array))
-            tensor.set_data_from_numpy(array)
-            inputs.append(tensor)
-        requests.append(inputs)
+    request = service_pb2.ModelInferRequest(model_name=model)
+    for name, array in payload.items():
+        request.inputs.add(name=name, datatype=_datatype(array), shape=list(array.shape))
+        raw = serialize_byte_tensor(array).item() if array.dtype == object else array.tobytes()
+        request.raw_input_contents.append(raw)
+    return request.SerializeToString()
+
+
+async def _grpc_sender(spec: LoadSpec, payloads):
+    """gRPC with pre-serialized requests on one channel (HTTP/2 multiplexes the concurrent calls)."""
+    import grpc
+
+    channel = grpc.aio.insecure_channel(spec.url, options=[("grpc.max_receive_message_length", 64 << 20)])
+    infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")  # bytes in, bytes out
+    requests = [serialized_infer_request(spec.model, payload) for payload in payloads]
 
     async def send(i: int) -> None:
-        await client.infer(spec.model, requests[i % len(requests)], client_timeout=spec.timeout_s)
+        await infer(requests[i % len(requests)], timeout=spec.timeout_s)
 
-    return send, client.close
+    return send, channel.close
 
 
 async def _http_sender(spec: LoadSpec, payloads):
@@ -144,6 +153,86 @@ async def _drive(spec: LoadSpec) -> dict:
     }
 
 
+def _blocking_sender(spec: LoadSpec, payloads):
+    """Concurrency 1: a blocking client on one kept-alive connection."""
+    if spec.target == "triton-grpc":
+        import grpc
+
+        channel = grpc.insecure_channel(spec.url, options=[("grpc.max_receive_message_length", 64 << 20)])
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        requests = [serialized_infer_request(spec.model, payload) for payload in payloads]
+        return (lambda i: infer(requests[i % len(requests)], timeout=spec.timeout_s)), channel.close
+    import http.client
+
+    import tritonclient.http as httpclient
+
+    host, port = spec.url.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=spec.timeout_s)
+    if spec.target == "triton-http":
+        bodies = []
+        for payload in payloads:
+            inputs = []
+            for name, array in payload.items():
+                tensor = httpclient.InferInput(name, list(array.shape), _datatype(array))
+                tensor.set_data_from_numpy(array, binary_data=True)
+                inputs.append(tensor)
+            body, json_size = httpclient.InferenceServerClient.generate_request_body(inputs)
+            headers = {"Content-Type": "application/octet-stream"}
+            if json_size is not None:
+                headers["Inference-Header-Content-Length"] = str(json_size)
+            bodies.append((body, headers))
+        path = f"/v2/models/{spec.model}/infer"
+    else:
+        bodies = [(json.dumps({name: array.tolist() for name, array in p.items()}).encode(),
+                   {"Content-Type": "application/json"}) for p in payloads]
+        path = "/predict"
+
+    def send(i: int) -> None:
+        body, headers = bodies[i % len(bodies)]
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}")
+
+    return send, connection.close
+
+
+def _drive_blocking(spec: LoadSpec) -> dict:
+    send, close = _blocking_sender(spec, load_payloads(spec.payload_file))
+    latencies: list[float] = []
+    errors: collections.Counter = collections.Counter()
+    t_start = time.perf_counter()
+    t_measure = t_start + spec.warmup_s
+    t_end = t_measure + spec.duration_s
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    i = 0
+    while True:
+        now = time.perf_counter()
+        if now >= t_end:
+            break
+        try:
+            send(i)
+            ok = True
+        except Exception as exc:  # every failure is counted by kind, none stops the run
+            ok = False
+            kind = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+        done = time.perf_counter()
+        i += 1
+        if now >= t_measure and done <= t_end:
+            if ok:
+                latencies.append((done - now) * 1000.0)
+            else:
+                errors[kind] += 1
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    close()
+    measured = min(time.perf_counter(), t_end) - t_measure
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    return {"latencies_ms": latencies, "errors": dict(errors),
+            "throughput_rps": len(latencies) / measured if measured > 0 else 0.0, "measured_s": measured,
+            "cpu_cores": cpu / (time.perf_counter() - t_start)}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
@@ -151,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with open(argv[0]) as fh:
         spec = LoadSpec.model_validate_json(fh.read())
-    result = asyncio.run(_drive(spec))
+    result = _drive_blocking(spec) if spec.concurrency == 1 else asyncio.run(_drive(spec))
     json.dump(result, sys.stdout)
     return 0
 

@@ -193,9 +193,10 @@ def cmd_lint(args) -> int:
     if (model_dir / VERSION_STAGE).is_dir() and not any(p.name.isdigit() for p in model_dir.iterdir()):
         version_dirs = {VERSION_STAGE: model_dir / VERSION_STAGE}  # a package member, before publication
     if args.config_name:
-        findings = lint_model_dir(model_dir, args.config_name, not args.no_policy, version_dirs)
+        findings = lint_model_dir(model_dir, args.config_name, not args.no_policy, version_dirs,
+                                  args.require_python_queue_policy)
     else:
-        findings = lint_all(model_dir, not args.no_policy, version_dirs)
+        findings = lint_all(model_dir, not args.no_policy, version_dirs, args.require_python_queue_policy)
     for finding in findings:
         print(f"{model_dir}/{finding}")
     if findings:
@@ -234,7 +235,8 @@ def cmd_publish(args) -> int:
     findings = []
     for member in package.members:
         findings += [f"{member}/{f}" for f in lint_all(package.model_dir(member),
-                                                        version_dirs={"version": package.version_dir(member)})]
+                                                        version_dirs={"version": package.version_dir(member)},
+                                                        python_queue_policy=settings.cpu_runtime.queue_policy)]
     if findings:
         raise UserError("package does not pass the linter, nothing published: " + "; ".join(map(str, findings)))
     return _publish(package, args, settings)
@@ -345,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-name", help="lint configs/NAME.pbtxt only (default: config.pbtxt and every configs/*.pbtxt)")
     p.add_argument("--no-policy", action="store_true",
                    help="skip policy checks (bounded rejecting queue); mismatches are always checked")
+    p.add_argument("--require-python-queue-policy", action="store_true",
+                   help="require the bounded queue on python-backend models too (off by default, like the builders' "
+                        "cpu_runtime.queue_policy: Triton 2.51 delays ~0.5%% of their requests by ~500 ms with one)")
     p.set_defaults(func=cmd_lint)
 
     p = sub.add_parser("publish", help="publish a package built with `build --no-publish` as version N+1")

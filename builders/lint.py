@@ -10,7 +10,9 @@ What is compared: names, datatypes and dims of inputs and outputs against the ON
 backend's ``onnx_file``) or, for TensorRT, against the plan's metadata (a plan cannot be deserialized without a GPU);
 ``max_batch_size`` against the batch axis and the optimization profiles; warm-up requests and preferred batch sizes
 against ``max_batch_size`` and the inputs; ensemble steps against the composing models' configurations. With policy
-checks on (the default), a dynamic batcher without a bounded, rejecting queue is a finding too.
+checks on (the default), a dynamic batcher without a bounded, rejecting queue is a finding too; python-backend models
+are exempt unless ``python_queue_policy`` is set, mirroring ``cpu_runtime.queue_policy`` of the builders' settings
+(Triton 2.51 delays some requests to python-backend models by ~500 ms when a queue policy is present).
 """
 from __future__ import annotations
 
@@ -106,7 +108,7 @@ def check_signature(config, signature: GraphSignature, rel: str, artifact: str) 
     return findings
 
 
-def _check_batching_and_warmup(config, rel: str, policy: bool) -> list[Finding]:
+def _check_batching_and_warmup(config, rel: str, policy: bool, python_queue_policy: bool = False) -> list[Finding]:
     findings = []
     mbs = config.max_batch_size
     if config.HasField("dynamic_batching"):
@@ -116,7 +118,7 @@ def _check_batching_and_warmup(config, rel: str, policy: bool) -> list[Finding]:
         for size in db.preferred_batch_size:
             if size > mbs:
                 findings.append(Finding(rel, "dynamic_batching.preferred_batch_size", f"{size} exceeds max_batch_size {mbs}"))
-        if policy:
+        if policy and (config.backend != "python" or python_queue_policy):
             queue = db.default_queue_policy
             if not db.HasField("default_queue_policy") or queue.max_queue_size == 0:
                 findings.append(Finding(rel, "dynamic_batching.default_queue_policy.max_queue_size",
@@ -227,7 +229,7 @@ def _check_ensemble(config, model_dir: Path, rel: str, config_name: str | None) 
 
 
 def lint_model_dir(model_dir: str | Path, config_name: str | None = None, policy: bool = True,
-                   version_dirs: dict[str, Path] | None = None) -> list[Finding]:
+                   version_dirs: dict[str, Path] | None = None, python_queue_policy: bool = False) -> list[Finding]:
     """All findings for the configuration Triton would read for ``model_dir`` under ``--model-config-name``.
 
     ``version_dirs`` replaces the numeric version folders (the builders lint a package before it is published).
@@ -246,7 +248,7 @@ def lint_model_dir(model_dir: str | Path, config_name: str | None = None, policy
     findings: list[Finding] = []
     if config.name and config.name != model_dir.name:
         findings.append(Finding(rel, "name", f"{config.name!r} but the folder is {model_dir.name!r} (they must match)"))
-    findings += _check_batching_and_warmup(config, rel, policy)
+    findings += _check_batching_and_warmup(config, rel, policy, python_queue_policy)
     if config.platform == "ensemble":
         return findings + _check_ensemble(config, model_dir, rel, config_name)
     chosen = (list(version_dirs.items()) if version_dirs is not None
@@ -283,10 +285,11 @@ def _check_onnx(config, path: Path, artifact: str, rel: str, field: str) -> list
     return check_signature(config, signature, rel, artifact)
 
 
-def lint_all(model_dir: str | Path, policy: bool = True, version_dirs: dict[str, Path] | None = None) -> list[Finding]:
+def lint_all(model_dir: str | Path, policy: bool = True, version_dirs: dict[str, Path] | None = None,
+             python_queue_policy: bool = False) -> list[Finding]:
     """The default configuration and every ``configs/*.pbtxt`` of a model folder."""
     model_dir = Path(model_dir)
-    findings = lint_model_dir(model_dir, None, policy, version_dirs)
+    findings = lint_model_dir(model_dir, None, policy, version_dirs, python_queue_policy)
     for path in sorted((model_dir / "configs").glob("*.pbtxt")) if (model_dir / "configs").is_dir() else []:
-        findings += lint_model_dir(model_dir, path.stem, policy, version_dirs)
+        findings += lint_model_dir(model_dir, path.stem, policy, version_dirs, python_queue_policy)
     return findings

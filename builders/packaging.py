@@ -74,7 +74,9 @@ def make_package(root: Path, name: str, exported, profiles: list[Profile], onnx_
     package.write()
     findings = []
     for member in package.members:
-        findings += [f"{member}/{f}" for f in lint_all(root / member, version_dirs={VERSION_STAGE: package.version_dir(member)})]
+        findings += [f"{member}/{f}" for f in lint_all(root / member,
+                                                       version_dirs={VERSION_STAGE: package.version_dir(member)},
+                                                       python_queue_policy=settings.cpu_runtime.queue_policy)]
     if findings:
         raise UserError("generated configuration disagrees with its artifact: " + "; ".join(map(str, findings)))
     return package

@@ -109,7 +109,10 @@ class QueueConfig(Strict):
 
 class DynamicBatchingConfig(Strict):
     enabled: bool = True
-    max_queue_delay_microseconds: int = Field(100, ge=0)
+    max_queue_delay_microseconds: int = Field(
+        0, ge=0, description="0: batch whatever is queued when an instance is free. Measured on the 2-core CPU path "
+                             "(benchmarks/results/compare-report.md): any delay costs latency at low load and buys "
+                             "nothing at high load, where the queue already fills batches")
     preferred_batch_sizes: list[int] = Field(default_factory=lambda: [8, 16, 32])
     preserve_ordering: bool = False
     queue: QueueConfig = Field(default_factory=QueueConfig)
@@ -126,7 +129,8 @@ class ServingConfig(Strict):
     opt_batch_size: int = Field(8, ge=1)
     dynamic_batching: DynamicBatchingConfig = Field(default_factory=DynamicBatchingConfig)
     version_policy: VersionPolicyConfig = Field(default_factory=VersionPolicyConfig)
-    cpu_instances: int = Field(1, ge=1, description="python-backend instances of the CPU path")
+    cpu_instances: int = Field(2, ge=1, description="python-backend instances of the CPU path (one per core served "
+                                                    "the most on 2 cores, with cpu_runtime.intra_op_num_threads 1)")
     gpu_instances: int = Field(1, ge=1, description="instances per GPU for the TensorRT / ONNX Runtime configs")
     onnxruntime_kind: Literal["KIND_AUTO", "KIND_GPU", "KIND_CPU"] = "KIND_AUTO"
     warmup_batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64],
@@ -146,11 +150,18 @@ class ServingConfig(Strict):
 class CpuRuntimeConfig(Strict):
     """ONNX Runtime session options of the CPU python-backend model (passed as config parameters)."""
 
-    intra_op_num_threads: int = Field(2, ge=0, description="0 = ONNX Runtime's default (all cores)")
+    intra_op_num_threads: int = Field(
+        1, ge=0, description="0 = ONNX Runtime's default (all cores). One thread per instance, with one instance per "
+                             "core (serving.cpu_instances), served the most requests on the 2-core CPU path")
     inter_op_num_threads: int = Field(1, ge=0)
     allow_spinning: bool = Field(False, description="busy-wait threads compete with Triton's own on few cores")
     graph_optimization_level: Literal["ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"] = "ORT_ENABLE_ALL"
     execution_mode: Literal["sequential", "parallel"] = "sequential"
+    queue_policy: bool = Field(
+        False, description="write serving.dynamic_batching.queue into the python-backend configs too. Off by default: "
+                           "on Triton 2.51 (the nvidia-pytriton wheel) any default_queue_policy field makes about 0.3-0.6 % "
+                           "of requests to python-backend models wait ~500 ms (measured at concurrency 1: 7-15 of 2500 "
+                           "requests vs none of 5000 without a policy); the GPU/ONNX Runtime configs keep the policy")
 
 
 class TensorRTConfig(Strict):

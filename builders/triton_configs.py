@@ -59,7 +59,11 @@ def _set_version_policy(config, settings: BuildConfig) -> None:
         config.version_policy.specific.versions.extend(policy.versions)
 
 
-def _set_dynamic_batching(config, settings: BuildConfig) -> None:
+def _set_dynamic_batching(config, settings: BuildConfig, queue_policy: bool = True) -> None:
+    """Dynamic batching; with ``queue_policy`` a bounded queue whose expired requests are rejected, not run late.
+
+    The python-backend configs pass ``settings.cpu_runtime.queue_policy`` (see its description for why it is off).
+    """
     batching = settings.serving.dynamic_batching
     if not batching.enabled:
         return
@@ -68,6 +72,8 @@ def _set_dynamic_batching(config, settings: BuildConfig) -> None:
     db.max_queue_delay_microseconds = batching.max_queue_delay_microseconds
     db.preferred_batch_size.extend(sorted(set(batching.preferred_batch_sizes)))
     db.preserve_ordering = batching.preserve_ordering
+    if not queue_policy:
+        return
     queue = db.default_queue_policy
     queue.max_queue_size = batching.queue.max_queue_size
     queue.default_timeout_microseconds = batching.queue.timeout_microseconds
@@ -104,13 +110,13 @@ def pad_values(manifest: Manifest) -> dict[str, int]:
     return {spec.name: int(pad) for spec in manifest.inputs if any(isinstance(d, str) for d in spec.shape[1:])}
 
 
-def _base(name: str, manifest: Manifest, settings: BuildConfig):
+def _base(name: str, manifest: Manifest, settings: BuildConfig, queue_policy: bool = True):
     config = _pb().ModelConfig()
     config.name = name
     config.max_batch_size = settings.serving.max_batch_size
     _set_version_policy(config, settings)
     _add_io(config, manifest)
-    _set_dynamic_batching(config, settings)
+    _set_dynamic_batching(config, settings, queue_policy)
     if manifest.labels:
         # class names travel with the served model, whatever the backend, so clients can name classes (backends
         # ignore parameters they do not know)
@@ -122,7 +128,7 @@ def cpu_config(name: str, manifest: Manifest, profiles: Sequence[Profile], setti
                onnx_file: str = "model.onnx"):
     """The CPU path: python backend + ONNX Runtime, every session option a parameter."""
     pb = _pb()
-    config = _base(name, manifest, settings)
+    config = _base(name, manifest, settings, queue_policy=settings.cpu_runtime.queue_policy)
     config.backend = "python"
     config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_CPU, count=settings.serving.cpu_instances)
     rt = settings.cpu_runtime
@@ -179,7 +185,7 @@ def tokenizer_config(name: str, settings: BuildConfig, pad_id: int, output_name:
     _set_version_policy(config, settings)
     config.input.add(name="text", data_type="TYPE_STRING", dims=[1])
     config.output.add(name=output_name, data_type="TYPE_INT64", dims=[-1])
-    _set_dynamic_batching(config, settings)
+    _set_dynamic_batching(config, settings, settings.cpu_runtime.queue_policy)
     config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_CPU, count=1)
     _set_parameters(config, {"tokenizer_file": "tokenizer.json", "pad_id": str(pad_id)})
     return config
@@ -192,7 +198,7 @@ def labels_config(name: str, settings: BuildConfig, num_classes: int):
     config.input.add(name="probabilities", data_type="TYPE_FP32", dims=[num_classes])
     config.output.add(name="label", data_type="TYPE_STRING", dims=[1])
     config.output.add(name="score", data_type="TYPE_FP32", dims=[1])
-    _set_dynamic_batching(config, settings)
+    _set_dynamic_batching(config, settings, settings.cpu_runtime.queue_policy)
     config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_CPU, count=1)
     _set_parameters(config, {"labels_file": "labels.json"})
     return config

@@ -199,8 +199,9 @@ def test_linter_names_file_and_field_for_hand_broken_configs(built_repository, t
     text = config.read_text()
     broken = text.replace("dims: 1\n  dims: 8\n  dims: 8", "dims: 8\n  dims: 8", 1)
     broken = broken.replace('name: "logits"', 'name: "output_0"', 1)
-    broken = broken.replace("max_queue_size: 1024", "max_queue_size: 0", 1)
     config.write_text(broken)
+    onnxruntime = repository / "digits" / "configs" / "onnxruntime.pbtxt"
+    onnxruntime.write_text(onnxruntime.read_text().replace("max_queue_size: 1024", "max_queue_size: 0", 1))
     with pytest.raises(SystemExit) as info:
         run_cli(main, ["lint", str(repository / "digits"), "--config-name", "nonexistent"])
     assert info.value.code != 0
@@ -211,8 +212,12 @@ def test_linter_names_file_and_field_for_hand_broken_configs(built_repository, t
     out = capsys.readouterr().out
     assert "config.pbtxt: input[0].dims: [8, 8] but 1/model.onnx input 'image' has shape [batch, 1, 8, 8]" in out
     assert "config.pbtxt: output[0].name: 'output_0' is not an output of 1/model.onnx" in out
-    assert "config.pbtxt: dynamic_batching.default_queue_policy.max_queue_size: unbounded queue" in out
+    assert "configs/onnxruntime.pbtxt: dynamic_batching.default_queue_policy.max_queue_size: unbounded queue" in out
     assert "config.pbtxt: model_warmup[0].inputs['image'].dims: [1, 8, 8] does not fit input 'image' dims [8, 8]" in out
+    assert "\nconfig.pbtxt: dynamic_batching.default_queue_policy" not in out.replace(str(repository / "digits") + "/", "\n")
+    with pytest.raises(SystemExit):  # the python-backend config has no queue policy unless asked for
+        run_cli(main, ["lint", str(repository / "digits"), "--config-name", "cpu_int8", "--require-python-queue-policy"])
+    assert "configs/cpu_int8.pbtxt: dynamic_batching.default_queue_policy.max_queue_size: unbounded queue" in capsys.readouterr().out
 
 
 def test_config_with_a_typo_is_a_finding_with_line_and_field(built_repository, tmp_path):

@@ -87,7 +87,7 @@ TEXT_MANIFEST = _manifest(TEXT_INPUTS, [TensorSpec(name="logits", dtype="float32
 
 
 def test_cpu_config_is_valid_and_carries_every_knob():
-    cfg = settings(cpu_runtime={"intra_op_num_threads": 3, "allow_spinning": True},
+    cfg = settings(cpu_runtime={"intra_op_num_threads": 3, "allow_spinning": True, "queue_policy": True},
                    serving={"dynamic_batching": {"max_queue_delay_microseconds": 250, "queue": {"max_queue_size": 7}}})
     profiles = derive_profiles(TEXT_MANIFEST.inputs, TEXT_MANIFEST.preprocessing, cfg)
     text = tc.to_text(tc.cpu_config("textclf", TEXT_MANIFEST, profiles, cfg))
@@ -109,6 +109,17 @@ def test_cpu_config_is_valid_and_carries_every_knob():
     assert warm["profile0_batch1"] == (1, [64], True)
     assert warm["profile0_batch64"] == (64, [64], True)
     assert warm["profile0_max"] == (64, [128], True)
+
+
+def test_python_backend_configs_leave_out_the_queue_policy_by_default_but_gpu_configs_keep_it():
+    cfg = settings()
+    profiles = derive_profiles(TEXT_MANIFEST.inputs, TEXT_MANIFEST.preprocessing, cfg)
+    cpu = parse_config_text(tc.to_text(tc.cpu_config("textclf", TEXT_MANIFEST, profiles, cfg)), "cpu")
+    assert cpu.HasField("dynamic_batching") and not cpu.dynamic_batching.HasField("default_queue_policy")
+    assert cpu.instance_group[0].count == 2 and cpu.parameters["intra_op_num_threads"].string_value == "1"
+    trt = parse_config_text(tc.to_text(tc.tensorrt_config("textclf", TEXT_MANIFEST, profiles, cfg)), "trt")
+    assert trt.dynamic_batching.default_queue_policy.max_queue_size == 1024
+    assert trt.dynamic_batching.default_queue_policy.timeout_action == trt.dynamic_batching.default_queue_policy.REJECT
 
 
 def test_onnxruntime_tensorrt_and_ensemble_configs_are_valid():
