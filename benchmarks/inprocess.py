@@ -81,14 +81,14 @@ def _batches(payloads: list[dict[str, np.ndarray]], size: int) -> list[dict[str,
 
 
 def run_onnxruntime(onnx_path: str, payloads, concurrency: int, mode: Mode, duration_s: float,
-                    warmup_s: float) -> Measurement:
+                    warmup_s: float, provider: str = "CPUExecutionProvider") -> Measurement:
     import onnxruntime as ort
 
     cores = os.cpu_count() or 1
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = cores if mode == "batched" else max(1, cores // concurrency)
-    session = ort.InferenceSession(onnx_path, sess_options=options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(onnx_path, sess_options=options, providers=[provider])
     feeds = _batches(payloads, concurrency) if mode == "batched" else payloads
 
     def call(i: int) -> None:
@@ -98,18 +98,21 @@ def run_onnxruntime(onnx_path: str, payloads, concurrency: int, mode: Mode, dura
     return _measure(call, callers, per_call, duration_s, warmup_s)
 
 
-def run_torch(model, payloads, concurrency: int, mode: Mode, duration_s: float, warmup_s: float) -> Measurement:
+def run_torch(model, payloads, concurrency: int, mode: Mode, duration_s: float, warmup_s: float,
+              device: str = "cpu") -> Measurement:
     import torch
 
     cores = os.cpu_count() or 1
     previous = torch.get_num_threads()
     torch.set_num_threads(cores if mode == "batched" else max(1, cores // concurrency))
     feeds = _batches(payloads, concurrency) if mode == "batched" else payloads
-    tensors = [tuple(torch.from_numpy(v) for v in feed.values()) for feed in feeds]
+    tensors = [tuple(torch.from_numpy(v).to(device) for v in feed.values()) for feed in feeds]
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def call(i: int) -> None:
         with torch.inference_mode():
             model(*tensors[i % len(tensors)])
+        sync()  # GPU work is asynchronous: a call ends when its results exist
 
     try:
         callers, per_call = (1, concurrency) if mode == "batched" else (concurrency, 1)

@@ -30,7 +30,7 @@ from benchmarks.payloads import load_payloads
 class LoadSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    target: Literal["triton-grpc", "triton-http", "fastapi"]
+    target: Literal["triton-grpc", "triton-http", "triton-http-json", "fastapi"]
     url: str = Field(description="host:port")
     model: str
     payload_file: str
@@ -73,28 +73,36 @@ async def _grpc_sender(spec: LoadSpec, payloads):
     return send, channel.close
 
 
-async def _http_sender(spec: LoadSpec, payloads):
-    import aiohttp
+def http_bodies(spec: LoadSpec, payloads) -> tuple[str, list[tuple[bytes, dict[str, str]]]]:
+    """Request path and pre-encoded bodies for the HTTP targets."""
     import tritonclient.http as httpclient
 
-    if spec.target == "triton-http":
-        bodies = []
-        for payload in payloads:
-            inputs = []
-            for name, array in payload.items():
-                tensor = httpclient.InferInput(name, list(array.shape), _datatype(array))
-                tensor.set_data_from_numpy(array, binary_data=True)
-                inputs.append(tensor)
-            body, json_size = httpclient.InferenceServerClient.generate_request_body(inputs)
-            headers = {"Content-Type": "application/octet-stream"}
-            if json_size is not None:
-                headers["Inference-Header-Content-Length"] = str(json_size)
-            bodies.append((body, headers))
-        path = f"http://{spec.url}/v2/models/{spec.model}/infer"
-    else:
-        bodies = [(json.dumps({name: array.tolist() for name, array in p.items()}).encode(),
-                   {"Content-Type": "application/json"}) for p in payloads]
-        path = f"http://{spec.url}/predict"
+    if spec.target == "fastapi":
+        return "/predict", [(json.dumps({name: array.tolist() for name, array in p.items()}).encode(),
+                             {"Content-Type": "application/json"}) for p in payloads]
+    route = f"/v2/models/{spec.model}/infer"
+    if spec.target == "triton-http-json":  # the plain KServe v2 JSON body: JSON tensors in, JSON tensors out
+        return route, [(json.dumps({"inputs": [{"name": name, "shape": list(array.shape), "datatype": _datatype(array),
+                                                "data": array.ravel().tolist()} for name, array in p.items()]}).encode(),
+                        {"Content-Type": "application/json"}) for p in payloads]
+    bodies = []
+    for payload in payloads:  # binary tensor data in, binary outputs back (tritonclient asks for them)
+        inputs = []
+        for name, array in payload.items():
+            tensor = httpclient.InferInput(name, list(array.shape), _datatype(array))
+            tensor.set_data_from_numpy(array, binary_data=True)
+            inputs.append(tensor)
+        body, json_size = httpclient.InferenceServerClient.generate_request_body(inputs)
+        headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(json_size)}
+        bodies.append((body, headers))
+    return route, bodies
+
+
+async def _http_sender(spec: LoadSpec, payloads):
+    import aiohttp
+
+    route, bodies = http_bodies(spec, payloads)
+    path = f"http://{spec.url}{route}"
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=spec.concurrency, force_close=False),
                                     timeout=aiohttp.ClientTimeout(total=spec.timeout_s))
 
@@ -164,28 +172,9 @@ def _blocking_sender(spec: LoadSpec, payloads):
         return (lambda i: infer(requests[i % len(requests)], timeout=spec.timeout_s)), channel.close
     import http.client
 
-    import tritonclient.http as httpclient
-
     host, port = spec.url.rsplit(":", 1)
     connection = http.client.HTTPConnection(host, int(port), timeout=spec.timeout_s)
-    if spec.target == "triton-http":
-        bodies = []
-        for payload in payloads:
-            inputs = []
-            for name, array in payload.items():
-                tensor = httpclient.InferInput(name, list(array.shape), _datatype(array))
-                tensor.set_data_from_numpy(array, binary_data=True)
-                inputs.append(tensor)
-            body, json_size = httpclient.InferenceServerClient.generate_request_body(inputs)
-            headers = {"Content-Type": "application/octet-stream"}
-            if json_size is not None:
-                headers["Inference-Header-Content-Length"] = str(json_size)
-            bodies.append((body, headers))
-        path = f"/v2/models/{spec.model}/infer"
-    else:
-        bodies = [(json.dumps({name: array.tolist() for name, array in p.items()}).encode(),
-                   {"Content-Type": "application/json"}) for p in payloads]
-        path = "/predict"
+    path, bodies = http_bodies(spec, payloads)
 
     def send(i: int) -> None:
         body, headers = bodies[i % len(bodies)]
