@@ -31,3 +31,33 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
         if "tensorrt" in item.keywords and not has_trt:
             item.add_marker(skip_trt)
+
+
+@pytest.fixture(scope="session")
+def lean_runs(tmp_path_factory) -> dict:
+    """A digits and a small textclf training run: a few dozen optimizer steps (enough to separate classes), then the
+    real export. Shared by every test package that needs served models, so CI trains them once."""
+    from tests.builders.trainer import DIGITS_ARCH, TEXTCLF_ARCH, train_run
+
+    root = tmp_path_factory.mktemp("lean-runs")
+    return {
+        "digits": train_run(root / "digits", "digits", DIGITS_ARCH, {}, steps=60),
+        "textclf": train_run(root / "textclf", "textclf", TEXTCLF_ARCH,
+                             {"train_size": 600, "val_size": 100, "test_size": 100}, steps=40),
+    }
+
+
+@pytest.fixture(scope="session")
+def lean_repository(lean_runs, tmp_path_factory):
+    """``python -m builders build`` of both lean runs with lean settings (no INT8, no TensorRT): a read-only
+    repository with digits and the textclf family (textclf_text takes raw strings). Copy it before changing it."""
+    from builders.pipeline import BuildRequest, build
+    from builders.settings import BuildConfig
+
+    root = tmp_path_factory.mktemp("lean-built")
+    settings = BuildConfig.model_validate({
+        "publish": {"work_dir": str(root / "builds")}, "quantize": {"enabled": False}, "tensorrt": {"mode": "off"},
+        "parity": {"samples": 64}})
+    for run in lean_runs.values():
+        build(BuildRequest(run_dir=run, repository=root / "model_repository", settings=settings, quiet=True))
+    return root / "model_repository"
