@@ -6,9 +6,6 @@ difference is a serving bug: the demo stops with an error naming the example.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import torch
 
 from common.errors import UserError

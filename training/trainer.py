@@ -326,7 +326,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ training
     def train(self) -> RoundResult:
         """Train until ``state.epochs_target`` epochs, early stopping, or a stop signal."""
-        s, config, ctx = self.state, self.config, self.ctx
+        s, config = self.state, self.config
         if self.metrics:
             self.metrics.running.set(1)
         self._export_best_if_stale()
