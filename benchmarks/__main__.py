@@ -5,9 +5,9 @@ Every command prints its figures and writes them (JSON, and PNG plots where they
 from __future__ import annotations
 
 import argparse
-import importlib
 from typing import Sequence
 
+from common import cli
 from common.errors import run_cli
 
 # (command, module, one-line help). Each module has add_arguments(parser) and run(args) -> int | None.
@@ -21,21 +21,11 @@ COMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module_name, help_text in COMMANDS:
-        module = importlib.import_module(module_name)
-        command = sub.add_parser(name, help=help_text, description=module.__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-        module.add_arguments(command)
-        command.set_defaults(_module=module)
-    return parser
+    return cli.build_parser("python -m benchmarks", __doc__, COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args._module.run(args) or 0
+    return cli.dispatch(build_parser(), argv, entry="run")
 
 
 if __name__ == "__main__":

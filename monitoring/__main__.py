@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 from typing import Sequence
 
+from common import cli
 from common.errors import run_cli
 
 # (command, module, one-line help). Each module has add_arguments(parser) and main(argv=None, args=None); external
@@ -25,20 +25,11 @@ COMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m monitoring", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module_name, help_text in COMMANDS:
-        module = importlib.import_module(module_name)
-        command = sub.add_parser(name, help=help_text, description=module.__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-        module.add_arguments(command)
-        command.set_defaults(_module=module)
-    return parser
+    return cli.build_parser("python -m monitoring", __doc__, COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args._module.main(args=args)
+    return cli.dispatch(build_parser(), argv)
 
 
 if __name__ == "__main__":
