@@ -34,6 +34,7 @@ from benchmarks.cpu_usage import CpuMeter
 from benchmarks.triton_stats import StatsWindow
 from common.errors import UserError
 from common.net import free_port, wait_http_ok
+from common.processes import stop as stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_TRAINING_CONFIG = "training/configs/textclf-demo.toml"
@@ -111,7 +112,7 @@ def source_version(run_dir: Path, repository: Path, work: Path) -> Path:
     if already_serving(repository / "textclf", manifest, BuildConfig()) is not None:
         return repository / "textclf" / str(serving_version(repository / "textclf"))
     scratch = work / "built"
-    print(f"[compare] building {run_dir} into {scratch} (the serving version in {repository} has other weights)", flush=True)
+    print(f"[compare] building {run_dir} into {scratch} (no serving version in {repository} was built from these weights with the current build settings)", flush=True)
     code = subprocess.call([sys.executable, "-m", "builders", "build", "--run-dir", str(run_dir), "--repository",
                             str(scratch), "--work-dir", str(work / "builds"), "--quiet"], cwd=ROOT)
     if code != 0:
@@ -287,11 +288,7 @@ def fastapi_rows(run_dir: Path, payload_file: Path, plan: Plan, work: Path, prog
             rows.append(row)
             progress.step(row)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, grace_s=15)
         log.close()
     return rows
 

@@ -35,6 +35,7 @@ from common.config import load_config
 from common.errors import GateFailure, UserError
 from common.files import atomic_write_json
 from common.net import free_port
+from common.processes import stop as stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
@@ -193,13 +194,7 @@ def _run_locust(options: LoadtestOptions, settings: LoadSettings, prefix: Path, 
                 proc.wait(timeout=30)
         finally:
             for proc in procs:
-                if proc.poll() is None:
-                    proc.terminate()
-                    try:
-                        proc.wait(timeout=10)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
+                stop_process(proc, grace_s=10)
     return procs[0].returncode, log_path
 
 

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import ctypes
 import os
 import re
 import signal
 import subprocess
-import threading
 import time
 import weakref
 from pathlib import Path
@@ -35,6 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.errors import UserError, run_cli
 from common.net import http_ok, port_in_use
+from common.processes import death_signal_for_this_thread
+from common.processes import stop as stop_process
 from common.triton_config import config_path, load_config_file
 from common.triton_install import TritonNotInstalled, ensure_python_backend_stub, locate, server_environment
 
@@ -68,24 +68,6 @@ class ServerConfig(BaseModel):
     @property
     def exposed(self) -> bool:
         return self.host not in LOOPBACK
-
-
-def _set_parent_death_signal() -> None:
-    """In the child before exec: die with SIGTERM when the launcher dies (Linux prctl PR_SET_PDEATHSIG).
-
-    Linux sends the signal when the *thread* that forked the child exits, so it is only armed for children started
-    from the main thread (see :func:`_death_signal_for_this_thread`); others rely on ``stop()`` and ``atexit``.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
-    except OSError:
-        pass
-
-
-def _death_signal_for_this_thread():
-    """The pre-exec hook to use: the parent-death signal from the main thread, nothing from a worker thread."""
-    return _set_parent_death_signal if threading.current_thread() is threading.main_thread() else None
 
 
 _LIVE_SERVERS: "weakref.WeakSet[TritonServer]" = weakref.WeakSet()
@@ -228,7 +210,7 @@ class TritonServer:
         self._log_handle = open(log_file, "wb")
         self.process = subprocess.Popen(
             command, stdout=self._log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=server_environment(), start_new_session=True, preexec_fn=_death_signal_for_this_thread(),
+            env=server_environment(), start_new_session=True, preexec_fn=death_signal_for_this_thread(),
         )
         _LIVE_SERVERS.add(self)
         self._wait_ready()
@@ -261,28 +243,14 @@ class TritonServer:
 
     def stop(self, grace_s: float | None = None) -> int | None:
         """SIGTERM, wait for Triton's own exit timeout plus a margin, then SIGKILL. Idempotent."""
-        proc = self.process
-        if proc is None:
+        if self.process is None:
             return None
-        if proc.poll() is None:
-            grace = self.config.exit_timeout_s + 10 if grace_s is None else grace_s
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(timeout=10)
+        code = stop_process(self.process, self.config.exit_timeout_s + 10 if grace_s is None else grace_s, group=True)
         if self._log_handle:
             self._log_handle.close()
             self._log_handle = None
         _LIVE_SERVERS.discard(self)
-        return proc.returncode
+        return code
 
     def __enter__(self) -> "TritonServer":
         return self.start()

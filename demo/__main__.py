@@ -16,6 +16,8 @@ from typing import Sequence
 
 from common.config import load_config
 from common.errors import UserError, run_cli
+from common.processes import death_signal_for_this_thread
+from common.processes import stop as stop_process
 from demo.config import DEFAULT_CONFIG, ROOT, DemoConfig
 from demo.queries import query_models
 from demo.report import write_report
@@ -26,6 +28,20 @@ def _interrupt(_signum, _frame) -> None:
     raise KeyboardInterrupt
 
 
+def check_ports(config: DemoConfig) -> None:
+    """Fail before minutes of training when a port the demo needs later is already taken."""
+    from common.net import port_in_use
+
+    ports = {"http_port": config.http_port, "grpc_port": config.grpc_port, "metrics_port": config.metrics_port,
+             "prometheus_port": config.prometheus_port, "client_metrics_port": config.client_metrics_port}
+    if len(set(ports.values())) != len(ports):
+        raise UserError(f"the demo's ports must all differ (got {ports}); fix them in {DEFAULT_CONFIG.name}")
+    for field, port in ports.items():
+        if port_in_use(port):
+            raise UserError(f"port {port} ({field} in demo/demo.toml) on 127.0.0.1 is already in use; stop what holds "
+                            f"it (`ss -ltnp 'sport = :{port}'`) or choose another port in the demo's settings")
+
+
 def banner(step: int, total: int, title: str) -> None:
     print(f"\n=== [{step}/{total}] {title}", flush=True)
 
@@ -33,19 +49,12 @@ def banner(step: int, total: int, title: str) -> None:
 def run_command(args: list[str], what: str) -> None:
     """Run one pipeline command as a child process; stop it if the demo is interrupted."""
     print("$ " + " ".join(args), flush=True)
-    from clients.serve import _death_signal_for_this_thread
-
     proc = subprocess.Popen([sys.executable, *args[1:]] if args[0] == "python" else args, cwd=ROOT,
-                            preexec_fn=_death_signal_for_this_thread())
+                            preexec_fn=death_signal_for_this_thread())
     try:
         code = proc.wait()
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_process(proc, grace_s=20)
     if code != 0:
         raise UserError(f"{what} failed (exit status {code}); the output above says why. Fix it and re-run `make demo` "
                         "(finished steps are resumed, not redone)")
@@ -59,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = load_config(DemoConfig, args.config, {"load.duration_s": args.load_duration})
     signal.signal(signal.SIGTERM, _interrupt)
+    check_ports(config)
     started = time.monotonic()
     total = 6
     timings: dict[str, float] = {}

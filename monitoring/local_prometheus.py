@@ -16,8 +16,6 @@ and its panels say "no data".
 from __future__ import annotations
 
 import argparse
-import ctypes
-import os
 import re
 import shutil
 import signal
@@ -32,6 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from common.errors import UserError
 from common.files import atomic_write_text
 from common.net import port_in_use
+from common.processes import death_signal_for_this_thread
+from common.processes import stop as stop_process
 from monitoring.generate import rule_files_text
 from monitoring.prom_api import PrometheusAPI, TargetHealth, describe_down
 from monitoring.scrape_config import local_config
@@ -72,14 +72,6 @@ class LocalPrometheusConfig(BaseModel):
                 if not _ADDRESS.match(address):
                     raise ValueError(f"target {address!r} of job {job} is not HOST:PORT (e.g. 127.0.0.1:8002)")
         return value
-
-
-def _parent_death_signal() -> None:
-    """In the child before exec: get SIGTERM when the launcher dies (Linux PR_SET_PDEATHSIG)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
-    except OSError:
-        pass
 
 
 class LocalPrometheus:
@@ -148,7 +140,7 @@ class LocalPrometheus:
             self._log = open(self.log_file, "wb")
             self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True,
-                                            preexec_fn=_parent_death_signal)
+                                            preexec_fn=death_signal_for_this_thread())
             self._wait_ready()
         except BaseException:
             self.stop()
@@ -194,19 +186,7 @@ class LocalPrometheus:
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``grace_s``; delete the temporary directory. Idempotent."""
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(timeout=10)
+        stop_process(proc, grace_s, group=True)
         if self._log is not None:
             self._log.close()
             self._log = None
