@@ -6,9 +6,10 @@ from, and comparisons are made between configurations measured in the same run.
 from __future__ import annotations
 
 import datetime as _dt
-import importlib.metadata
 import os
 import platform
+
+from common.environment import package_versions
 
 PACKAGES = ("torch", "onnxruntime", "onnx", "tritonclient", "nvidia-pytriton", "locust", "numpy", "tensorrt")
 
@@ -22,16 +23,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def gpu_names() -> list[str]:
@@ -60,5 +51,5 @@ def machine_facts() -> dict:
         "gpus": gpu_names(),
         "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",
-        "packages": package_versions(),
+        "packages": package_versions(PACKAGES),
     }

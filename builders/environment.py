@@ -4,10 +4,11 @@ A plan or a quantized file is only reproducible with the same toolchain, so the 
 """
 from __future__ import annotations
 
-import importlib.metadata
 import platform
 import socket
 import sys
+
+from common.environment import package_versions
 
 _PACKAGES = ("torch", "onnx", "onnxscript", "onnxslim", "onnxruntime", "onnxruntime-gpu", "tensorrt", "tokenizers",
              "tritonclient", "nvidia-pytriton", "numpy")
@@ -16,14 +17,8 @@ _PACKAGES = ("torch", "onnx", "onnxscript", "onnxslim", "onnxruntime", "onnxrunt
 def build_environment() -> dict:
     from training.export import code_version
 
-    versions = {}
-    for name in _PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
     return {
-        "packages": versions,
+        "packages": package_versions(_PACKAGES),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "host": socket.gethostname(),
