@@ -19,33 +19,16 @@ STYLES = [(protocol, style) for protocol in ("http", "grpc") for style in ("sync
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """A digits and a textclf run: a few dozen optimizer steps (enough to separate classes), then the real export."""
-    from tests.builders.trainer import DIGITS_ARCH, TEXTCLF_ARCH, train_run
-
-    root = tmp_path_factory.mktemp("runs")
-    return {
-        "digits": train_run(root / "digits", "digits", DIGITS_ARCH, {}, steps=60),
-        "textclf": train_run(root / "textclf", "textclf", TEXTCLF_ARCH,
-                             {"train_size": 600, "val_size": 100, "test_size": 100}, steps=40),
-    }
+def runs(lean_runs):
+    """The session's digits and textclf runs (tests/conftest.py): trained once for every test package."""
+    return lean_runs
 
 
 @pytest.fixture(scope="module")
-def served(runs, tmp_path_factory):
-    """``python -m builders build`` for both runs (lean settings: no INT8, no TensorRT), then Triton on the result."""
-    from builders.pipeline import BuildRequest, build
-    from builders.settings import BuildConfig
-
-    root = tmp_path_factory.mktemp("built")
-    settings = BuildConfig.model_validate({
-        "publish": {"work_dir": str(root / "builds")}, "quantize": {"enabled": False}, "tensorrt": {"mode": "off"},
-        "parity": {"samples": 64},
-        "serving": {"max_batch_size": 16, "warmup_batch_sizes": [1, 8],
-                    "dynamic_batching": {"preferred_batch_sizes": [8, 16]}}})
-    for run in runs.values():
-        build(BuildRequest(run_dir=run, repository=root / "model_repository", settings=settings, quiet=True))
-    with TritonServer(server_config(root, repository=root / "model_repository")) as server:
+def served(lean_repository, tmp_path_factory):
+    """Triton on what ``python -m builders build`` published for those runs."""
+    root = tmp_path_factory.mktemp("served")
+    with TritonServer(server_config(root, repository=lean_repository)) as server:
         yield server
 
 

@@ -120,28 +120,18 @@ def _load(url: str, model: str, stop_at: float, counts: dict, lock: threading.Lo
     client.close()
 
 
-def _build_repository(root) -> None:
-    """What the builders publish for quickly trained digits and textclf runs (lean: no INT8, no TensorRT)."""
-    from builders.pipeline import BuildRequest, build
-    from builders.settings import BuildConfig
-    from tests.builders.trainer import DIGITS_ARCH, TEXTCLF_ARCH, train_run
-
-    settings = BuildConfig.model_validate({
-        "publish": {"work_dir": str(root / "builds")}, "quantize": {"enabled": False}, "tensorrt": {"mode": "off"},
-        "parity": {"samples": 64}})
-    runs = [train_run(root / "runs" / "digits", "digits", DIGITS_ARCH, {}, steps=60),
-            train_run(root / "runs" / "textclf", "textclf", TEXTCLF_ARCH,
-                      {"train_size": 600, "val_size": 100, "test_size": 100}, steps=40)]
-    for run in runs:
-        build(BuildRequest(run_dir=run, repository=root / "model_repository", settings=settings, quiet=True))
+def _build_repository(root, lean_repository) -> None:
+    """What the builders publish for quickly trained digits and textclf runs (the session's shared build, copied),
+    plus a model that fails on purpose."""
+    shutil.copytree(lean_repository, root / "model_repository", symlinks=True)
     shutil.copytree(MODEL_REPOSITORY / FAULTY, root / "model_repository" / FAULTY,
                     ignore=shutil.ignore_patterns("__pycache__"))
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, lean_repository):
     tmp = tmp_path_factory.mktemp("stack")
-    _build_repository(tmp)
+    _build_repository(tmp, lean_repository)
     client_port, trainer_port, gpu_port, dcgm_port = free_port(), free_port(), free_port(), free_port()
     client_http, _ = start_http_server(client_port, addr="127.0.0.1", registry=REGISTRY)
     trainer = TrainingMetrics(MODEL, trainer_port, host="127.0.0.1")      # the training sidecar's own metrics
