@@ -4,9 +4,9 @@ Triton's own metrics stop at its front door; these start at the caller's, so the
 client. Monitoring relies on the names and labels below. Exposing them is the application's choice, e.g.
 ``prometheus_client.start_http_server(9100)`` (the load generators do that).
 
-* ``inference_client_request_duration_seconds{model, protocol, outcome}``: one observation per library call
-  (``infer``, metadata, health), from the first attempt to the final answer, pauses between retries included;
-  ``outcome`` is ``ok`` or ``error``. Buckets span 0.5 ms to 10 s.
+* ``inference_client_request_duration_seconds{model, protocol, outcome}``: one observation per inference call
+  (health and metadata calls are left out so they cannot dilute the p99), from the first attempt to the final
+  answer, pauses between retries included; ``outcome`` is ``ok`` or ``error``. Buckets span 0.5 ms to 10 s.
 * ``inference_client_retries_total{model, protocol, reason}``: one increment per retry, ``reason`` saying what the
   failed attempt hit (``connection_refused``, ``http_503``, ``grpc_unavailable``, ``queue_full``, ...).
 """

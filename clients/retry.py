@@ -138,7 +138,15 @@ class Attempts:
 
 @contextlib.contextmanager
 def observed(state: Attempts) -> Iterator[Attempts]:
-    """Record one library call (all its steps and retries) in the latency histogram, as ok or error."""
+    """Record one inference call (all its steps and retries) in the latency histogram, as ok or error.
+
+    Health, metadata and repository calls are not inference: recording them would dilute the p99 the histogram
+    exists for, so only calls that start as ``infer`` are observed (their first-call metadata fetch included, since
+    the caller waited for it).
+    """
+    if state.context.what != "infer":
+        yield state
+        return
     ok = False
     try:
         yield state
