@@ -20,6 +20,7 @@ from typing import Callable, Literal
 import numpy as np
 
 from benchmarks.cpu_usage import own_cpu_seconds
+from benchmarks.loadgen import error_kind
 
 Mode = Literal["threads", "batched"]
 
@@ -52,7 +53,7 @@ def _measure(call: Callable[[int], None], callers: int, per_call: int, duration_
                 call(i)
             except Exception as exc:  # counted by kind, like a server error
                 with lock:
-                    key = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+                    key = error_kind(exc)
                     errors[key] = errors.get(key, 0) + 1
                 continue
             done = time.perf_counter()

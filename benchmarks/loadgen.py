@@ -40,6 +40,42 @@ class LoadSpec(BaseModel):
     timeout_s: float = Field(10.0, gt=0)
 
 
+def error_kind(exc: BaseException) -> str:
+    """How failures are grouped in results: the exception type and the first line of its message."""
+    first = str(exc).splitlines()[0][:120] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}"
+
+
+class Window:
+    """The measured part of a run: requests that start after the warm-up and finish before the end are recorded."""
+
+    def __init__(self, spec: LoadSpec):
+        self.t_start = time.perf_counter()
+        self.t_measure = self.t_start + spec.warmup_s
+        self.t_end = self.t_measure + spec.duration_s
+        self.latencies: list[float] = []
+        self.errors: collections.Counter = collections.Counter()
+        self._cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+
+    def over(self, now: float) -> bool:
+        return now >= self.t_end
+
+    def record(self, started: float, done: float, error: BaseException | None) -> None:
+        if started >= self.t_measure and done <= self.t_end:
+            if error is None:
+                self.latencies.append((done - started) * 1000.0)
+            else:
+                self.errors[error_kind(error)] += 1
+
+    def result(self) -> dict:
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (cpu1.ru_utime - self._cpu0.ru_utime) + (cpu1.ru_stime - self._cpu0.ru_stime)
+        measured = min(time.perf_counter(), self.t_end) - self.t_measure
+        return {"latencies_ms": self.latencies, "errors": dict(self.errors),
+                "throughput_rps": len(self.latencies) / measured if measured > 0 else 0.0, "measured_s": measured,
+                "cpu_cores": cpu / (time.perf_counter() - self.t_start)}
+
+
 def _datatype(array) -> str:
     from tritonclient.utils import np_to_triton_dtype
 
@@ -121,44 +157,24 @@ async def _drive(spec: LoadSpec) -> dict:
     make = _grpc_sender if spec.target == "triton-grpc" else _http_sender
     send, close = await make(spec, payloads)
     counter = itertools.count()
-    latencies: list[float] = []
-    errors: collections.Counter = collections.Counter()
-    t_start = time.perf_counter()
-    t_measure = t_start + spec.warmup_s
-    t_end = t_measure + spec.duration_s
+    window = Window(spec)
 
     async def worker() -> None:
         while True:
-            now = time.perf_counter()
-            if now >= t_end:
+            started = time.perf_counter()
+            if window.over(started):
                 return
-            i = next(counter)
+            error = None
             try:
-                await send(i)
-                ok = True
+                await send(next(counter))
             except Exception as exc:  # every failure is counted by kind, none stops the run
-                ok = False
-                kind = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
-            done = time.perf_counter()
-            if now >= t_measure and done <= t_end:
-                if ok:
-                    latencies.append((done - now) * 1000.0)
-                else:
-                    errors[kind] += 1
+                error = exc
+            window.record(started, time.perf_counter(), error)
 
-    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     await asyncio.gather(*(worker() for _ in range(spec.concurrency)))
-    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    result = window.result()
     await close()
-    measured = min(time.perf_counter(), t_end) - t_measure
-    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    return {
-        "latencies_ms": latencies,
-        "errors": dict(errors),
-        "throughput_rps": len(latencies) / measured if measured > 0 else 0.0,
-        "measured_s": measured,
-        "cpu_cores": cpu / (time.perf_counter() - t_start),
-    }
+    return result
 
 
 def _blocking_sender(spec: LoadSpec, payloads):
@@ -189,37 +205,22 @@ def _blocking_sender(spec: LoadSpec, payloads):
 
 def _drive_blocking(spec: LoadSpec) -> dict:
     send, close = _blocking_sender(spec, load_payloads(spec.payload_file))
-    latencies: list[float] = []
-    errors: collections.Counter = collections.Counter()
-    t_start = time.perf_counter()
-    t_measure = t_start + spec.warmup_s
-    t_end = t_measure + spec.duration_s
-    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    window = Window(spec)
     i = 0
     while True:
-        now = time.perf_counter()
-        if now >= t_end:
+        started = time.perf_counter()
+        if window.over(started):
             break
+        error = None
         try:
             send(i)
-            ok = True
         except Exception as exc:  # every failure is counted by kind, none stops the run
-            ok = False
-            kind = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
-        done = time.perf_counter()
+            error = exc
+        window.record(started, time.perf_counter(), error)
         i += 1
-        if now >= t_measure and done <= t_end:
-            if ok:
-                latencies.append((done - now) * 1000.0)
-            else:
-                errors[kind] += 1
-    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    result = window.result()
     close()
-    measured = min(time.perf_counter(), t_end) - t_measure
-    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    return {"latencies_ms": latencies, "errors": dict(errors),
-            "throughput_rps": len(latencies) / measured if measured > 0 else 0.0, "measured_s": measured,
-            "cpu_cores": cpu / (time.perf_counter() - t_start)}
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,3 +62,29 @@ def test_a_missing_model_or_a_server_that_is_down_stops_at_once(served, tmp_path
                            "--duration", "60"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert down.returncode == 2 and "cannot reach Triton at http://127.0.0.1:" in down.stderr
     assert "Traceback" not in down.stderr
+
+
+@pytest.mark.parametrize("target,concurrency", [("triton-grpc", 1), ("triton-grpc", 4), ("triton-http", 1),
+                                                ("triton-http", 4), ("triton-http-json", 2)])
+def test_the_comparison_load_generator_drives_every_triton_target(served, tmp_path, target, concurrency):
+    from benchmarks.loadgen import LoadSpec
+    from benchmarks.payloads import make_payloads, model_inputs, save_payloads
+
+    inputs, _ = model_inputs(served.http_url, "digits")
+    save_payloads(tmp_path / "p.npz", make_payloads("digits", inputs, 16))
+    url = served.grpc_url if target == "triton-grpc" else served.http_url
+
+    def run(model: str) -> dict:
+        spec = LoadSpec(target=target, url=url, model=model, payload_file=str(tmp_path / "p.npz"),
+                        concurrency=concurrency, duration_s=1.5, warmup_s=0.3)
+        (tmp_path / "spec.json").write_text(spec.model_dump_json())
+        out = subprocess.run([sys.executable, "-m", "benchmarks.loadgen", str(tmp_path / "spec.json")], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    good = run("digits")
+    assert good["errors"] == {} and len(good["latencies_ms"]) > 10 and good["throughput_rps"] > 0
+    assert 0 < min(good["latencies_ms"]) and good["cpu_cores"] > 0
+    bad = run("no_such_model")  # every failure is counted by kind; the run itself completes
+    assert not bad["latencies_ms"] and sum(bad["errors"].values()) > 0
