@@ -30,7 +30,7 @@ from benchmarks.cpu_usage import CpuMeter, children_cpu_seconds, listening_pid
 from benchmarks.load_settings import LoadSettings
 from benchmarks.machine import machine_facts
 from benchmarks.payloads import make_payloads, model_inputs, save_payloads
-from benchmarks.triton_stats import StatsWindow
+from benchmarks.triton_stats import StatsWindow, format_steps
 from common.config import load_config
 from common.errors import GateFailure, UserError
 from common.files import atomic_write_json
@@ -341,8 +341,11 @@ def print_summary(row: dict) -> None:
     if row.get("server_side") and row["server_side"].get("requests"):
         s = row["server_side"]
         print(f"[loadtest]   inside Triton per request: queue {s['queue_ms']} ms, compute input {s['compute_input_ms']} ms, "
-              f"infer {s['compute_infer_ms']} ms, output {s['compute_output_ms']} ms; avg batch {s['avg_batch_size']}",
+              f"infer {s['compute_infer_ms']} ms, output {s['compute_output_ms']} ms"
+              + (f"; avg batch {s['avg_batch_size']}" if s.get("avg_batch_size") is not None else " (ensemble: sum of steps)"),
               flush=True)
+        for step in s.get("steps", []):
+            print(f"[loadtest]     step {format_steps([step])}", flush=True)
     print(f"[loadtest]   results: {row['results_file']}" + (f", plot: {row['plot']}" if row.get("plot") else ""), flush=True)
 
 

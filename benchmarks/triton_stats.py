@@ -3,6 +3,11 @@
 Triton's cumulative per-model statistics (``/v2/models/<m>/stats``) give, per successful request, the time spent
 queued and in compute (input copy, inference, output copy), plus how many executions ran, so the average executed
 batch size shows whether dynamic batching is doing its job.
+
+An ensemble (``textclf_text``: tokenizer → textclf → labels) does not batch: its own statistics sum its steps' times,
+and its "executions" are simply its requests. So for an ensemble the window also reports every composing model
+(``steps``, in pipeline order, nested ensembles expanded), which is where batching and the time actually show up.
+A step's figures include any traffic sent to that model directly during the window.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ class _Totals:
 
 
 def _totals(stats: dict, model: str) -> _Totals:
+    """Sum over every version of ``model`` in a statistics answer (all versions serve the same name)."""
     totals = _Totals()
     for entry in stats.get("model_stats", []):
         if entry.get("name") != model:
@@ -40,27 +46,92 @@ def _totals(stats: dict, model: str) -> _Totals:
     return totals
 
 
+def _delta(before: _Totals, after: _Totals, batches: bool) -> dict:
+    """Per-request averages over the window; ``batches`` is False for an ensemble, whose executions are requests."""
+    ok = after.success - before.success
+    if ok <= 0:
+        return {"requests": 0}
+    executions = after.executions - before.executions
+
+    def per_request_ms(field: str) -> float:
+        return round((getattr(after, field) - getattr(before, field)) / ok / 1e6, 3)
+
+    return {
+        "requests": ok,
+        "failed": after.fail - before.fail,
+        "executions": executions,
+        "avg_batch_size": (round((after.inferences - before.inferences) / executions, 2)
+                           if batches and executions else None),
+        "request_ms": per_request_ms("request_ns"),
+        "queue_ms": per_request_ms("queue_ns"),
+        "compute_input_ms": per_request_ms("compute_input_ns"),
+        "compute_infer_ms": per_request_ms("compute_infer_ns"),
+        "compute_output_ms": per_request_ms("compute_output_ns"),
+    }
+
+
+def ensemble_steps(config: dict, config_of) -> list[str]:
+    """Composing models of an ensemble config in pipeline order, nested ensembles expanded (``[]`` if not one)."""
+    if config.get("platform") != "ensemble":
+        return []
+    names: list[str] = []
+    for step in config.get("ensemble_scheduling", {}).get("step", []):
+        name = step["model_name"]
+        inner = ensemble_steps(config_of(name), config_of)
+        for entry in inner or [name]:
+            if entry not in names:
+                names.append(entry)
+    return names
+
+
+def format_steps(steps: list[dict]) -> str:
+    """One line per composing model for printed summaries and reports."""
+    return "; ".join(f"{s['model']}: queue {s.get('queue_ms')} ms, infer {s.get('compute_infer_ms')} ms, "
+                     f"avg batch {s.get('avg_batch_size')}" for s in steps)
+
+
 class StatsWindow:
-    """Snapshot Triton's statistics for ``model`` at start, and report per-request averages at stop."""
+    """Snapshot Triton's statistics for ``model`` (and an ensemble's steps) at start; per-request averages at stop."""
 
     def __init__(self, http_url: str, model: str, headers: dict[str, str] | None = None):
         self.http_url, self.model, self.headers = http_url, model, headers
-        self._before: _Totals | None = None
+        self.steps: list[str] = []
+        self._before: dict[str, _Totals] | None = None
 
-    def _fetch(self) -> _Totals | None:
+    def _client(self):
         import tritonclient.http as httpclient
+
+        return httpclient.InferenceServerClient(self.http_url, connection_timeout=5, network_timeout=5)
+
+    def _fetch(self) -> dict[str, _Totals] | None:
         from tritonclient.utils import InferenceServerException
 
         try:
-            client = httpclient.InferenceServerClient(self.http_url, connection_timeout=5, network_timeout=5)
+            client = self._client()
             try:
-                return _totals(client.get_inference_statistics(self.model, headers=self.headers), self.model)
+                # one answer for every model, so the ensemble and its steps are read at the same instant
+                stats = client.get_inference_statistics("", headers=self.headers)
             finally:
                 client.close()
         except (InferenceServerException, OSError, ConnectionError):
             return None  # statistics API restricted or server gone: report without the breakdown
+        return {name: _totals(stats, name) for name in [self.model, *self.steps]}
+
+    def _find_steps(self) -> list[str]:
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            client = self._client()
+            try:
+                return ensemble_steps(client.get_model_config(self.model, headers=self.headers),
+                                      lambda name: client.get_model_config(name, headers=self.headers))
+            finally:
+                client.close()
+        except (InferenceServerException, OSError, ConnectionError):
+            return []  # not loaded or not allowed: the run itself will say so; report the model alone
 
     def start(self) -> "StatsWindow":
+        self.steps = self._find_steps()
         self._before = self._fetch()
         return self
 
@@ -68,23 +139,8 @@ class StatsWindow:
         after = self._fetch()
         if self._before is None or after is None:
             return None
-        b = self._before
-        ok = after.success - b.success
-        executions = after.executions - b.executions
-        if ok <= 0:
-            return {"requests": 0}
-
-        def per_request_ms(field: str) -> float:
-            return round((getattr(after, field) - getattr(b, field)) / ok / 1e6, 3)
-
-        return {
-            "requests": ok,
-            "failed": after.fail - b.fail,
-            "executions": executions,
-            "avg_batch_size": round((after.inferences - b.inferences) / executions, 2) if executions else None,
-            "request_ms": per_request_ms("request_ns"),
-            "queue_ms": per_request_ms("queue_ns"),
-            "compute_input_ms": per_request_ms("compute_input_ns"),
-            "compute_infer_ms": per_request_ms("compute_infer_ns"),
-            "compute_output_ms": per_request_ms("compute_output_ns"),
-        }
+        result = _delta(self._before[self.model], after[self.model], batches=not self.steps)
+        if self.steps and result.get("requests"):
+            result["steps"] = [{"model": name, **_delta(self._before[name], after[name], batches=True)}
+                               for name in self.steps]
+        return result

@@ -44,9 +44,15 @@ def write_report(config: DemoConfig, server_version: str, queries: dict, load_js
                   f"| {r['cpu_cores']['server']} | {r['cpu_cores']['load_generator']} |", ""]
         if r.get("server_side") and r["server_side"].get("requests"):
             s = r["server_side"]
+            batch = (f"; average executed batch {s['avg_batch_size']}" if s.get("avg_batch_size") is not None
+                     else " (an ensemble: the sum of its steps)")
             lines += [f"Inside Triton, per request: queue {s['queue_ms']} ms, compute input {s['compute_input_ms']} ms, "
-                      f"infer {s['compute_infer_ms']} ms, output {s['compute_output_ms']} ms; average executed batch "
-                      f"{s['avg_batch_size']}.", ""]
+                      f"infer {s['compute_infer_ms']} ms, output {s['compute_output_ms']} ms{batch}.", ""]
+            if s.get("steps"):
+                lines += ["| step | queue ms | compute infer ms | average executed batch |", "|---|---|---|---|"]
+                lines += [f"| {t['model']} | {t.get('queue_ms')} | {t.get('compute_infer_ms')} | {t.get('avg_batch_size')} |"
+                          for t in s["steps"]]
+                lines += [""]
         if load.get("plot"):
             lines += [f"![load test]({_rel(Path(load['plot']), results_dir)})", ""]
     overview = ROOT / panels_dir / "overview.png"

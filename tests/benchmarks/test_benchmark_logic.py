@@ -113,3 +113,26 @@ def test_compare_rejects_a_sweep_that_makes_no_sense():
     with pytest.raises(UserError, match=r"--ladder-rounds must be at least 1"):
         run(Namespace(concurrency="1", duration=1, warmup=0, seq_len=64, ladder_rounds=0))
     assert Plan([1], 64, 1.0, 0.0).ladder_rounds == 2
+
+
+def test_an_ensembles_steps_are_listed_in_pipeline_order_with_nested_ensembles_expanded():
+    from benchmarks.triton_stats import _delta, _Totals, ensemble_steps
+
+    def step(name):
+        return {"model_name": name, "model_version": -1}
+
+    configs = {
+        "text": {"platform": "ensemble", "ensemble_scheduling": {"step": [step("tok"), step("inner"), step("labels")]}},
+        "inner": {"platform": "ensemble", "ensemble_scheduling": {"step": [step("model"), step("tok")]}},
+        "tok": {"backend": "python"}, "model": {"platform": "onnxruntime_onnx"}, "labels": {"backend": "python"},
+    }
+    assert ensemble_steps(configs["text"], configs.__getitem__) == ["tok", "model", "labels"]
+    assert ensemble_steps(configs["model"], configs.__getitem__) == []
+
+    before = _Totals(success=10, executions=4, inferences=10, queue_ns=1_000_000, compute_infer_ns=5_000_000)
+    after = _Totals(success=30, executions=8, inferences=30, queue_ns=3_000_000, compute_infer_ns=45_000_000)
+    batched = _delta(before, after, batches=True)
+    assert batched["requests"] == 20 and batched["avg_batch_size"] == 5.0
+    assert batched["queue_ms"] == 0.1 and batched["compute_infer_ms"] == 2.0
+    assert _delta(before, after, batches=False)["avg_batch_size"] is None  # an ensemble's executions are its requests
+    assert _delta(after, after, batches=True) == {"requests": 0}

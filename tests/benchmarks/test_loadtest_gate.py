@@ -45,6 +45,14 @@ def test_a_gated_run_at_modest_load_passes_and_writes_its_results(served, tmp_pa
     assert row["cpu_cores"]["load_generator"] > 0 and row["server_side"]["requests"] > 0
     assert document["gate"]["passed"] and document["machine"]["cpu_cores"]
     assert (tmp_path / "gated.png").stat().st_size > 10_000
+    side = row["server_side"]
+    if model == "textclf_text":  # an ensemble: its own batch means nothing, its steps show where the time goes
+        assert side["avg_batch_size"] is None and "sum of steps" in result.stdout
+        assert [step["model"] for step in side["steps"]] == ["textclf_tokenizer", "textclf", "textclf_labels"]
+        assert all(step["requests"] >= side["requests"] and step["avg_batch_size"] >= 1 for step in side["steps"])
+        assert "step textclf: queue" in result.stdout
+    else:
+        assert side["avg_batch_size"] >= 1 and "steps" not in side
 
 
 def test_an_impossible_p99_budget_fails_the_gate_with_exit_status_3(served, tmp_path):
