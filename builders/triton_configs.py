@@ -132,6 +132,12 @@ def cpu_config(name: str, manifest: Manifest, profiles: Sequence[Profile], setti
     config.backend = "python"
     config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_CPU, count=settings.serving.cpu_instances)
     rt = settings.cpu_runtime
+    pads = pad_values(manifest)
+    for tensor in config.input:
+        # Triton's dynamic batcher only merges requests of equal shapes unless an input is ragged: without this,
+        # raw text (every message its own length) would run one request at a time. The runtime receives each
+        # request's own tensor and right-pads them to the longest in the batch (``pad_values``).
+        tensor.allow_ragged_batch = tensor.name in pads
     _set_parameters(config, {
         "onnx_file": onnx_file,
         "intra_op_num_threads": str(rt.intra_op_num_threads),
@@ -139,7 +145,7 @@ def cpu_config(name: str, manifest: Manifest, profiles: Sequence[Profile], setti
         "allow_spinning": "1" if rt.allow_spinning else "0",
         "graph_optimization_level": rt.graph_optimization_level,
         "execution_mode": rt.execution_mode,
-        "pad_values": pad_values(manifest),
+        "pad_values": pads,
         "max_dims": max_dims(profiles),
     })
     _add_warmup(config, manifest, warmup_samples(profiles, settings.serving.warmup_batch_sizes,

@@ -98,6 +98,8 @@ def test_cpu_config_is_valid_and_carries_every_knob():
     params = {k: v.string_value for k, v in config.parameters.items()}
     assert params["intra_op_num_threads"] == "3" and params["allow_spinning"] == "1"
     assert json.loads(params["pad_values"]) == {"input_ids": 0}
+    # ragged: the dynamic batcher may merge messages of different lengths; the runtime pads them
+    assert [i.allow_ragged_batch for i in config.input] == [True]
     assert json.loads(params["max_dims"]) == {"input_ids": [128]}
     db = config.dynamic_batching
     assert db.max_queue_delay_microseconds == 250
@@ -127,6 +129,7 @@ def test_onnxruntime_tensorrt_and_ensemble_configs_are_valid():
     profiles = derive_profiles(TEXT_MANIFEST.inputs, TEXT_MANIFEST.preprocessing, cfg)
     ort = parse_config_text(tc.to_text(tc.onnxruntime_config("textclf", TEXT_MANIFEST, profiles, cfg)), "ort")
     assert ort.platform == "onnxruntime_onnx" and ort.default_model_filename == "model.onnx"
+    assert not ort.input[0].allow_ragged_batch  # Triton's ORT backend would concatenate ragged inputs unpadded
     trt = parse_config_text(tc.to_text(tc.tensorrt_config("textclf", TEXT_MANIFEST, profiles, cfg)), "trt")
     assert trt.platform == "tensorrt_plan" and list(trt.instance_group[0].profile) == ["0"]
     ensemble = parse_config_text(tc.to_text(tc.text_ensemble_config("t_text", cfg, "t_tok", "t", "t_lab", "input_ids", 4)), "e")

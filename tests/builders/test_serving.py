@@ -71,8 +71,22 @@ def test_textclf_merges_requests_of_different_lengths_and_isolates_a_bad_one(ser
         except Exception as exc:  # tritonclient raises InferenceServerException
             return exc
 
+    def executions() -> tuple[int, int]:
+        import tritonclient.http as httpclient
+
+        client = httpclient.InferenceServerClient(server.http_url)
+        try:
+            entry = client.get_inference_statistics("textclf")["model_stats"][0]
+        finally:
+            client.close()
+        return int(entry["inference_count"]), int(entry["execution_count"])
+
+    before = executions()
     with futures.ThreadPoolExecutor(8) as pool:
         outcomes = list(pool.map(call, samples + [bad] * 3 + samples))
+    after = executions()
+    # the input is ragged, so requests of different lengths really were merged into shared executions
+    assert after[0] - before[0] > after[1] - before[1]
     for sample, got in zip(samples + samples, outcomes[:24] + outcomes[27:]):
         assert isinstance(got, np.ndarray), f"request failed: {got}"
         np.testing.assert_allclose(got, reference([sample])[1], atol=1e-5, rtol=1e-3)
