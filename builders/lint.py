@@ -9,12 +9,16 @@ and exits non-zero on any finding. Each finding names the file and the field, an
 What is compared: names, datatypes and dims of inputs and outputs against the ONNX graph (``model.onnx`` or the python
 backend's ``onnx_file``) or, for TensorRT, against the plan's metadata (a plan cannot be deserialized without a GPU);
 ``max_batch_size`` against the batch axis and the optimization profiles; warm-up requests and preferred batch sizes
-against ``max_batch_size`` and the inputs; ensemble steps against the composing models' configurations. With policy
+against ``max_batch_size`` and the inputs; a python-backend input the runtime pads (``pad_values``) must be
+``allow_ragged_batch`` or the batcher never merges requests of different lengths; ensemble steps against the
+composing models' configurations. With policy
 checks on (the default), a dynamic batcher without a bounded, rejecting queue is a finding too; python-backend models
 are exempt unless ``python_queue_policy`` is set, mirroring ``cpu_runtime.queue_policy`` of the builders' settings
 (Triton 2.51 delays some requests to python-backend models by ~500 ms when a queue policy is present).
 """
 from __future__ import annotations
+
+import json
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +131,17 @@ def _check_batching_and_warmup(config, rel: str, policy: bool, python_queue_poli
                 findings.append(Finding(rel, "dynamic_batching.default_queue_policy",
                                         "expected default_timeout_microseconds > 0 with timeout_action REJECT"))
     inputs = {t.name: t for t in config.input}
+    if config.HasField("dynamic_batching") and config.backend == "python" and "pad_values" in config.parameters:
+        try:
+            padded = json.loads(config.parameters["pad_values"].string_value)
+        except ValueError:
+            padded = {}
+            findings.append(Finding(rel, "parameters['pad_values']", "not JSON: expected {\"input\": pad value}"))
+        for name in padded:
+            if name in inputs and not inputs[name].allow_ragged_batch:
+                findings.append(Finding(rel, f"input[{name!r}].allow_ragged_batch",
+                                        "false: requests of different lengths are never merged by the dynamic batcher; "
+                                        "expected true (the runtime right-pads them, see pad_values)"))
     for i, warm in enumerate(config.model_warmup):
         where = f"model_warmup[{i}]"
         if mbs and not 1 <= warm.batch_size <= mbs:

@@ -230,6 +230,17 @@ def test_config_with_a_typo_is_a_finding_with_line_and_field(built_repository, t
     assert "configs/onnxruntime.pbtxt" in str(finding) and "max_batch_sizee" in str(finding)
 
 
+def test_a_padded_input_that_is_not_ragged_is_a_finding(built_repository, tmp_path):
+    from builders.lint import lint_model_dir
+
+    repository = copy_repository(built_repository, tmp_path / "repo")
+    assert lint_model_dir(repository / "textclf") == []
+    config = repository / "textclf" / "config.pbtxt"
+    config.write_text(config.read_text().replace("allow_ragged_batch: true", "allow_ragged_batch: false", 1))
+    [finding] = lint_model_dir(repository / "textclf")
+    assert "config.pbtxt: input['input_ids'].allow_ragged_batch: false: requests of different lengths" in str(finding)
+
+
 def test_an_operator_the_exporter_cannot_handle_is_named(digits_run, tmp_path):
     import dataclasses
 
