@@ -7,6 +7,7 @@ start ``locust -f benchmarks/locustfile.py --master`` on one machine and ``--wor
 the same LOADTEST_SETTINGS environment.
 """
 import locust.stats
+from locust import events
 
 from benchmarks.load_settings import LoadSettings
 
@@ -29,8 +30,6 @@ elif _settings.shape == "ramp":
     LoadShape.settings = _settings
 
 if _settings.client_metrics_port:
-    from locust import events
-
     @events.init.add_listener
     def _expose_client_metrics(environment, **_kwargs):
         """Serve client latency histograms from load-generating processes (standalone or workers)."""
@@ -43,3 +42,32 @@ if _settings.client_metrics_port:
         if _settings.client_metrics_port_per_worker and isinstance(environment.runner, WorkerRunner):
             port += environment.runner.worker_index
         start_http_server(port, addr=_settings.host if _settings.host in ("127.0.0.1", "localhost") else "0.0.0.0")
+
+
+@events.quit.add_listener
+def _exit_even_if_shutdown_hangs(exit_code, **_kwargs):
+    """Locust fires ``quit`` after printing its final statistics; it then closes its CSV files and leaves the
+    interpreter. Rarely (seen once in a demo run, gRPC user with grpcio's gevent integration) the interpreter's own
+    shutdown then hangs with the results already written, and the run would be lost to the harness' timeout. A real
+    OS thread (not a greenlet, which a hung hub would never run) waits ``EXIT_GRACE_S``, writes every thread's stack
+    to the log so the hang can be diagnosed, and ends the process with Locust's own exit code."""
+    import faulthandler
+    import os
+    import sys
+
+    from gevent import monkey
+
+    start_thread = monkey.get_original("_thread", "start_new_thread")
+    sleep = monkey.get_original("time", "sleep")  # unpatched: blocks only this OS thread
+
+    def watchdog():
+        sleep(EXIT_GRACE_S)
+        print(f"[locustfile] Locust still running {EXIT_GRACE_S:g} s after its final statistics; its threads:",
+              file=sys.stderr, flush=True)
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        os._exit(exit_code)
+
+    start_thread(watchdog, ())
+
+
+EXIT_GRACE_S = 15.0

@@ -1,6 +1,8 @@
 """Benchmark logic that needs no server: targets, the SLO gate, settings, payload files, percentiles."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -136,3 +138,26 @@ def test_an_ensembles_steps_are_listed_in_pipeline_order_with_nested_ensembles_e
     assert batched["queue_ms"] == 0.1 and batched["compute_infer_ms"] == 2.0
     assert _delta(before, after, batches=False)["avg_batch_size"] is None  # an ensemble's executions are its requests
     assert _delta(after, after, batches=True) == {"requests": 0}
+
+
+def test_a_locust_process_that_hangs_after_its_final_statistics_is_ended_with_its_exit_code(tmp_path):
+    """The watchdog the locustfile starts on Locust's ``quit`` event: a process stuck in shutdown still ends, with
+    Locust's exit code and every thread's stack in its output."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    save_payloads(tmp_path / "p.npz", [{"input_ids": np.ones((1, 4), dtype=np.int64)}])
+    settings = LoadSettings(payload_file=str(tmp_path / "p.npz"), users=1, protocol="grpc")
+    script = (
+        "from gevent import monkey; monkey.patch_all()\n"
+        "import benchmarks.locustfile as lf\n"
+        "lf.EXIT_GRACE_S = 0.5\n"
+        "lf._exit_even_if_shutdown_hangs(exit_code=3)\n"
+        "monkey.get_original('time', 'sleep')(60)  # a shutdown that never finishes\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, env={**os.environ, **settings.to_env()},
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 3, done.stderr
+    assert "after its final statistics" in done.stderr and "Thread 0x" in done.stderr
