@@ -30,7 +30,7 @@ from benchmarks.cpu_usage import CpuMeter, children_cpu_seconds, listening_pid
 from benchmarks.load_settings import LoadSettings
 from benchmarks.machine import machine_facts
 from benchmarks.payloads import make_payloads, model_inputs, save_payloads
-from benchmarks.triton_stats import StatsWindow, format_steps
+from benchmarks.triton_stats import StatsWindow, format_step
 from common.config import load_config
 from common.errors import GateFailure, UserError
 from common.files import atomic_write_json
@@ -345,7 +345,7 @@ def print_summary(row: dict) -> None:
               + (f"; avg batch {s['avg_batch_size']}" if s.get("avg_batch_size") is not None else " (ensemble: sum of steps)"),
               flush=True)
         for step in s.get("steps", []):
-            print(f"[loadtest]     step {format_steps([step])}", flush=True)
+            print(f"[loadtest]     step {format_step(step)}", flush=True)
     print(f"[loadtest]   results: {row['results_file']}" + (f", plot: {row['plot']}" if row.get("plot") else ""), flush=True)
 
 

@@ -84,10 +84,10 @@ def ensemble_steps(config: dict, config_of) -> list[str]:
     return names
 
 
-def format_steps(steps: list[dict]) -> str:
-    """One line per composing model for printed summaries and reports."""
-    return "; ".join(f"{s['model']}: queue {s.get('queue_ms')} ms, infer {s.get('compute_infer_ms')} ms, "
-                     f"avg batch {s.get('avg_batch_size')}" for s in steps)
+def format_step(step: dict) -> str:
+    """A composing model's figures on one line, for printed summaries."""
+    return (f"{step['model']}: queue {step.get('queue_ms')} ms, infer {step.get('compute_infer_ms')} ms, "
+            f"avg batch {step.get('avg_batch_size')}")
 
 
 class StatsWindow:

@@ -19,7 +19,6 @@ are exempt unless ``python_queue_policy`` is set, mirroring ``cpu_runtime.queue_
 from __future__ import annotations
 
 import json
-
 from dataclasses import dataclass
 from pathlib import Path
 
