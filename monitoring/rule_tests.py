@@ -153,11 +153,10 @@ def _error_cases(slo: SLOConfig, x: Expect) -> list[Case]:
     name = "InferenceErrorRatioHigh"
     model = sorted(slo.models)[0] if slo.models else UNLISTED_MODEL
     fire_at = _seconds(slo.errors.for_) + _seconds(slo.rate_window) + 120
-    # Failures as a fraction of all requests: 3x and 2x the allowed ratio, in whole requests per 100.
-    pct_triton = max(1, round(slo.errors.max_ratio * 300))
-    pct_client = max(1, round(slo.errors.max_ratio * 200))
-    if pct_triton / 100 <= slo.errors.max_ratio or pct_client / 100 <= slo.errors.max_ratio:
-        pct_triton, pct_client = 99, 99
+    # Failures as a fraction of all requests: 3x and 2x the allowed ratio, in whole requests per 100, at most 99
+    # (the SLO keeps max_ratio below 0.99, so both stay above it and the successes never go negative).
+    pct_triton = min(99, max(1, round(slo.errors.max_ratio * 300)))
+    pct_client = min(99, max(1, round(slo.errors.max_ratio * 200)))
     triton_ratio = x.rate(pct_triton) / (x.rate(100 - pct_triton) + x.rate(pct_triton))
     client_ratio = x.rate(pct_client) / (x.rate(100 - pct_client) + x.rate(pct_client))
 

@@ -53,7 +53,8 @@ class LatencySLO(_WithFor):
 
 
 class ErrorSLO(_WithFor):
-    max_ratio: float = Field(0.01, gt=0, lt=1, description="failed / all requests above which the alert fires")
+    max_ratio: float = Field(0.01, gt=0, lt=0.99, description="failed / all requests above which the alert fires "
+                             "(below 0.99: the generated rule tests need a failing ratio above it, in whole percent)")
 
 
 class QueueSLO(_WithFor):
@@ -76,6 +77,16 @@ class TargetsSLO(_WithFor):
     for_: str = Field("2m", alias="for")
     paging_jobs: list[str] = Field(default_factory=lambda: ["triton", "prometheus"],
                                    description="jobs whose down targets page; other jobs warn")
+
+    @field_validator("paging_jobs")
+    @classmethod
+    def _known_jobs(cls, jobs: list[str]) -> list[str]:
+        from monitoring.targets import JOBS_BY_NAME
+
+        unknown = [job for job in jobs if job not in JOBS_BY_NAME]
+        if unknown:  # a typo would silently turn a paging alert into a warning
+            raise ValueError(f"unknown job {unknown[0]!r} (known: {', '.join(JOBS_BY_NAME)})")
+        return jobs
 
 
 class ReadinessSLO(_WithFor):

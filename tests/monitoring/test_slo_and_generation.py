@@ -44,6 +44,7 @@ def test_committed_slo_file_loads_with_the_platform_models():
     ('[latency]\nfor = "five minutes"\n', "latency.for"),
     ("[models.digits]\np99_latency_seconds = -1\n", "models.digits.p99_latency_seconds"),
     ('[models."bad name!"]\np99_latency_seconds = 1\n', "models"),
+    ('[targets]\npaging_jobs = ["trition"]\n', "targets.paging_jobs"),  # a typo would stop Triton-down paging
 ])
 def test_bad_slo_values_name_the_field(tmp_path, override, field):
     text = DEFAULT_SLO_FILE.read_text()
@@ -160,6 +161,17 @@ def test_promtool_tests_catch_a_rule_that_drifts_from_the_slo(tmp_path):
     result = run_promtool(["test", "rules", str(tmp_path / RULE_TESTS)])
     assert not result.ok
     assert "InferenceErrorRatioHigh" in result.output
+
+
+@needs_promtool
+@pytest.mark.parametrize("max_ratio", [0.4, 0.9])
+def test_a_lax_error_slo_still_generates_rule_tests_promtool_passes(tmp_path, max_ratio):
+    """3x the allowed ratio is above 100 % here: the generated failing series must stay whole, valid counters."""
+    slo = load_slo()
+    write_files(tmp_path, generated_files(slo.model_copy(
+        update={"errors": slo.errors.model_copy(update={"max_ratio": max_ratio})})))
+    result = run_promtool(["test", "rules", str(tmp_path / RULE_TESTS)])
+    assert result.ok, result.output
 
 
 @needs_promtool
