@@ -72,10 +72,10 @@ def read_texts(path: str | Path) -> list[str]:
 
 def rows(inputs: Any) -> int:
     """Number of rows (first dimension) in what :func:`read_inputs` returned."""
-    if isinstance(inputs, dict):
-        first = next(iter(inputs.values()), [])
-        return len(first) if hasattr(first, "__len__") else 1
-    return len(inputs) if hasattr(inputs, "__len__") else 1
+    first = next(iter(inputs.values()), []) if isinstance(inputs, dict) else inputs
+    if isinstance(first, np.ndarray) and first.ndim == 0:
+        return 1  # a scalar .npy is one row, and has no len()
+    return len(first) if hasattr(first, "__len__") else 1
 
 
 def split(inputs: Any, size: int) -> list[Any]:

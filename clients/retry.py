@@ -48,13 +48,16 @@ class CallContext:
         return f"model '{self.model}' at {where}" if self.model else where
 
 
+_JITTER = random.Random()
+
+
 @dataclass
 class Attempts:
     """Clock, counters and backoff of one call."""
 
     policy: RetryPolicy
     context: CallContext
-    rng: random.Random = field(default_factory=random.Random)
+    rng: random.Random = _JITTER  # shared: seeding one per call from os.urandom costs more than the rest
     started: float = field(default_factory=time.monotonic)
     count: int = 0  # attempts of the current step
     retries: int = 0  # retries over the whole call, every step included

@@ -79,7 +79,10 @@ def load_config(model: type[T], path: str | Path | None = None, overrides: Mappi
             continue
         node = data
         parts = dotted.split(".")
-        for part in parts[:-1]:
+        for i, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"{path or 'configuration'}: {'.'.join(parts[:i + 1])} must be a table to set "
+                                f"{dotted}, got {node!r}")
         node[parts[-1]] = value
     return validate(model, data, str(path) if path else "configuration")

@@ -79,6 +79,7 @@ def test_bad_input_exits_2_with_one_line_naming_what_is_wrong(triton, tmp_path, 
     np.save(tmp_path / "f64.npy", FEATURES.astype(np.float64))
     np.save(tmp_path / "big.npy", np.zeros((9, 4), np.float32))
     np.save(tmp_path / "ok.npy", FEATURES)
+    np.save(tmp_path / "scalar.npy", np.float32(1.0))
     (tmp_path / "empty.txt").write_text("\n\n")
     (tmp_path / "named.json").write_text(json.dumps({"feature": FEATURES.tolist()}))
     url = triton.http_url
@@ -93,6 +94,8 @@ def test_bad_input_exits_2_with_one_line_naming_what_is_wrong(triton, tmp_path, 
         (["--model", "toy", "--input", str(tmp_path / "named.json")],
          "has no input named 'feature' (sent feature FP64 [4, 4]); it expects: features FP32 [batch<=8, 4]"),
         (["--model", "text", "--text-file", str(tmp_path / "empty.txt")], "empty request"),
+        (["--model", "toy", "--input", str(tmp_path / "scalar.npy"), "--batch-size", "2"],
+         "input 'features' has shape [] but the model expects [batch<=8, 4]"),
         (["--model", "toy", "--input", str(tmp_path / "missing.npy")], "does not exist"),
         (["--model", "toy", "--input", str(tmp_path / "ok.npy"), "--url", "no-port"], "is not HOST:PORT"),
     ]

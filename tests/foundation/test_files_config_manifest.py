@@ -62,6 +62,10 @@ def test_configuration_errors_name_the_file_the_field_and_the_value(tmp_path):
     assert load_config(Run, None, {"optimizer.lr": 0.5, "batch_size": None}).optimizer.lr == 0.5
     with pytest.raises(UserError, match=r"does not exist \(expected a \.toml, \.yaml or \.json file\)"):
         load_config(Run, tmp_path / "missing.toml")
+    scalar = tmp_path / "scalar.toml"
+    scalar.write_text("optimizer = 5\n")  # a flag that sets optimizer.lr needs a table there
+    with pytest.raises(UserError, match=r"scalar\.toml: optimizer must be a table to set optimizer\.lr, got 5"):
+        load_config(Run, scalar, {"optimizer.lr": 0.5})
     broken = tmp_path / "broken.yaml"
     broken.write_text("batch_size: [1,\n")
     with pytest.raises(UserError, match=r"broken\.yaml: cannot parse YAML"):
