@@ -106,6 +106,7 @@ class TritonServer:
     def __init__(self, config: ServerConfig):
         self.config = config
         self.process: subprocess.Popen | None = None
+        self.models: list[str] = []  # names found by the pre-flight check of the last start()
         self._log_handle = None
 
     # -- addresses ---------------------------------------------------------------------------------------------------
@@ -199,7 +200,7 @@ class TritonServer:
 
     # -- lifecycle -----------------------------------------------------------------------------------------------------
     def start(self) -> "TritonServer":
-        self.preflight()
+        self.models = self.preflight()
         try:
             ensure_python_backend_stub()
             command = self.command()
@@ -303,18 +304,16 @@ def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = No
         args = parser.parse_args(argv)
     config = config_from_args(args)
     server = TritonServer(config)
-    stop_requested = []
 
-    def on_signal(signum, _frame):
-        stop_requested.append(signum)
+    def on_signal(_signum, _frame):
         raise KeyboardInterrupt
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        names = server.preflight()
-        print(f"starting Triton on {config.host} with {len(names)} model(s): {', '.join(names)}", flush=True)
+        print(f"starting Triton on {config.host} with the repository {config.repository}", flush=True)
         server.start()
-        print(f"ready: {server_version(server.http_url)}", flush=True)
+        print(f"ready: {server_version(server.http_url)}, {len(server.models)} model(s): {', '.join(server.models)}",
+              flush=True)
         print(f"  HTTP     http://{server.http_url}", flush=True)
         print(f"  gRPC     {server.grpc_url}", flush=True)
         print(f"  metrics  {server.metrics_url}", flush=True)
