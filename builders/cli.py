@@ -207,16 +207,20 @@ def cmd_lint(args) -> int:
 
 def _publish(package, args, settings) -> int:
     from builders.pipeline import roll_out
-    from builders.repository import publish_package
+    from builders.repository import prune_package, publish_package
 
-    published = publish_package(package, args.repository, settings.publish.keep_versions,
-                                plan_check=not getattr(args, "skip_plan_check", False))
+    published = publish_package(package, args.repository, plan_check=not getattr(args, "skip_plan_check", False))
     print(f"published {package.primary} version {published.version} to {args.repository} "
           f"(previous: {published.previous or 'none'}; members: {', '.join(package.members)})")
     if args.triton_url:
         build_dir = Path(tempfile.mkdtemp(prefix=f"{package.primary}.", dir=_work_dir(settings)))
         roll_out(args.triton_url, package, args.repository, published.version, settings, build_dir)
         print(f"Triton at {args.triton_url} now serves {package.primary} version {published.version}")
+    pruned = prune_package(package, args.repository, settings.publish.keep_versions)  # after a successful rollout
+    removed = sorted({number for numbers in pruned.values() for number in numbers})
+    if removed:
+        print(f"removed old version(s) {', '.join(map(str, removed))} (publish.keep_versions = "
+              f"{settings.publish.keep_versions})")
     return 0
 
 

@@ -33,7 +33,7 @@ from builders.onnx_export import OnnxFile, export, simplify
 from builders.packaging import make_package
 from builders.parity import ParityReport, compare
 from builders.report import plot_report
-from builders.repository import Package, publish_package, retract, write_lineage
+from builders.repository import Package, prune_package, publish_package, retract, write_lineage
 from builders.runners import accuracy, heldout_batches, ort_runner, ort_session, torch_runner
 from builders.settings import BuildConfig
 from builders.shapes import derive_profiles
@@ -288,12 +288,12 @@ def build(request: BuildRequest) -> dict:
         def publish_step():
             if not request.publish:
                 raise Skipped("--no-publish: package left in " + str(package.root))
-            return publish_package(package, repository, settings.publish.keep_versions)
+            return publish_package(package, repository)
 
         published = steps.run("publish", publish_step, full)
         if published:
             report["published"] = {"version": published.version, "previous": published.previous,
-                                   "pruned": published.pruned, "path": str(repository / name / str(published.version))}
+                                   "path": str(repository / name / str(published.version))}
 
         def rollout_step():
             if not published or not request.triton_url:
@@ -304,6 +304,8 @@ def build(request: BuildRequest) -> dict:
         steps.run("rollout", rollout_step, ["publish", "--package", str(package.root.resolve()), "--repository",
                                             str(repository.resolve()), "--triton-url", str(request.triton_url)])
         report["rollout"] = steps.records["rollout"].__dict__
+        if published:  # only now: a failed rollout above restores the previous version, which must still exist
+            report["published"]["pruned"] = prune_package(package, repository, settings.publish.keep_versions)
     finally:
         finish()
     try:

@@ -10,8 +10,9 @@ version::
 
 :func:`publish_package` puts every member in place under the same new version number: the version folder is built in
 a hidden staging folder next to its final place and renamed in one step (``common.files.publish_dir``), then the
-model-level configurations are replaced atomically from the version's own copy. Versions beyond ``keep`` are moved
-out of Triton's sight in one rename and then deleted. A rollback publishes a kept version's files again as the newest
+model-level configurations are replaced atomically from the version's own copy. Once the new version serves (or no
+server is being rolled out to), :func:`prune_package` moves versions beyond ``keep`` out of Triton's sight in one
+rename and deletes them; pruning earlier would leave nothing to fall back to when Triton cannot load the new one. A rollback publishes a kept version's files again as the newest
 version, so Triton's ``latest`` policy serves it and the history stays linear (its lineage says ``rollback_of``).
 An exclusive lock on the repository serializes concurrent publications.
 """
@@ -174,7 +175,6 @@ def next_version(repository: Path, members: tuple[str, ...]) -> int:
 class Published:
     version: int
     previous: int | None
-    pruned: dict[str, list[int]]
 
 
 def check_plans(package: Package) -> None:
@@ -189,7 +189,7 @@ def check_plans(package: Package) -> None:
             ensure_compatible(read_metadata(plan), host, f"{member}/model.plan")
 
 
-def publish_package(package: Package, repository: str | Path, keep: int, plan_check: bool = True) -> Published:
+def publish_package(package: Package, repository: str | Path, plan_check: bool = True) -> Published:
     """Publish every member of ``package`` as the same new version N+1, then keep the newest ``keep`` versions.
 
     With ``plan_check`` a TensorRT plan that this host could not load is refused before anything is written.
@@ -208,8 +208,15 @@ def publish_package(package: Package, repository: str | Path, keep: int, plan_ch
         except BaseException:
             _undo(repository, done, number)  # a family is published whole or not at all
             raise
-        pruned = {member: prune(repository / member, keep) for member in package.members}
-    return Published(number, previous, pruned)
+    return Published(number, previous)
+
+
+def prune_package(package: Package, repository: str | Path, keep: int) -> dict[str, list[int]]:
+    """Keep the newest ``keep`` versions of every member. Call it only once the new version serves (or no server is
+    being rolled out to): a version Triton cannot load is retracted, and the one before it must still be there."""
+    repository = Path(repository)
+    with locked(repository):
+        return {member: prune(repository / member, keep) for member in package.members}
 
 
 def _undo(repository: Path, members: list[str], number: int, graveyard: Path | None = None) -> None:

@@ -306,7 +306,7 @@ def test_a_family_is_published_whole_or_not_at_all(built_repository, tmp_path, m
 
     monkeypatch.setattr(repo_mod, "_publish_member", failing)
     with pytest.raises(OSError, match="disk full"):
-        repo_mod.publish_package(package, repository, keep=3)
+        repo_mod.publish_package(package, repository)
     assert tree_state(repository) == before
     assert not list(repository.rglob(".*")), "no hidden leftovers"
 

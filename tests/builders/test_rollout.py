@@ -107,13 +107,23 @@ def test_a_version_that_fails_to_load_is_retracted_and_the_previous_one_keeps_se
     model_py = package.version_dir("digits") / "model.py"
     model_py.write_text("raise RuntimeError('this version cannot start')\n")
     serving = versions(repository / "digits")[-1]
-    published = publish_package(package, repository, keep=3)
+    published = publish_package(package, repository)
     assert published.version == serving + 1
     with pytest.raises(UserError, match=rf"could not load model 'digits' version {published.version}.*retracted"):
         roll_out(server.http_url, package, repository, published.version, small_settings(root / "builds"),
                  root / "failed-rollout")
     assert versions(repository / "digits")[-1] == serving, "the broken version is no longer in the repository"
     assert (root / "failed-rollout" / "retracted" / "digits" / str(published.version) / "model.py").is_file()
+    # `publish --triton-url` keeping a single version: the serving one must survive the failed rollout
+    from argparse import Namespace
+
+    from builders.cli import _publish
+
+    args = Namespace(repository=repository, triton_url=server.http_url, skip_plan_check=True)
+    with pytest.raises(UserError, match="retracted"):
+        _publish(package, args, small_settings(root / "builds", publish={"keep_versions": 1}))
+    assert versions(repository / "digits")[-1] == serving
+    assert (repository / "digits" / str(serving) / "model.py").is_file()
     assert _served_versions(server.http_url, "digits") == [str(serving)]
     load = Load(server.http_url, 2.0).start()
     load.join()

@@ -144,7 +144,7 @@ def test_publishing_a_plan_this_host_cannot_run_is_refused(built_repository, tmp
     atomic_write_text(metadata_path(plan), make_meta(profiles).model_dump_json())
     before = tree_state(repository)
     with pytest.raises(UserError, match="digits/model.plan: built with TensorRT 10.5.0 for NVIDIA H100"):
-        publish_package(package, repository, keep=3, plan_check=True)
+        publish_package(package, repository, plan_check=True)
     assert tree_state(repository) == before
 
 
