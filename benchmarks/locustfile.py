@@ -44,13 +44,18 @@ if _settings.client_metrics_port:
         start_http_server(port, addr=_settings.host if _settings.host in ("127.0.0.1", "localhost") else "0.0.0.0")
 
 
+EXIT_GRACE_S = 15.0
+
+
 @events.quit.add_listener
 def _exit_even_if_shutdown_hangs(exit_code, **_kwargs):
     """Locust fires ``quit`` after printing its final statistics; it then closes its CSV files and leaves the
     interpreter. Rarely (seen once in a demo run, gRPC user with grpcio's gevent integration) the interpreter's own
     shutdown then hangs with the results already written, and the run would be lost to the harness' timeout. A real
     OS thread (not a greenlet, which a hung hub would never run) waits ``EXIT_GRACE_S``, writes every thread's stack
-    to the log so the hang can be diagnosed, and ends the process with Locust's own exit code."""
+    to the log so the hang can be diagnosed, and ends the process with Locust's own exit code. That thread needs the
+    GIL, which late interpreter finalization no longer hands out; ``faulthandler``'s native timer does not, so it is
+    the backstop (stacks, then exit status 1) a few seconds later."""
     import faulthandler
     import os
     import sys
@@ -68,6 +73,4 @@ def _exit_even_if_shutdown_hangs(exit_code, **_kwargs):
         os._exit(exit_code)
 
     start_thread(watchdog, ())
-
-
-EXIT_GRACE_S = 15.0
+    faulthandler.dump_traceback_later(EXIT_GRACE_S + 5, exit=True)

@@ -161,3 +161,27 @@ def test_a_locust_process_that_hangs_after_its_final_statistics_is_ended_with_it
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 3, done.stderr
     assert "after its final statistics" in done.stderr and "Thread 0x" in done.stderr
+
+
+def test_a_hang_in_late_interpreter_finalization_is_still_ended(tmp_path):
+    """Past the point where Python threads can take the GIL, faulthandler's native timer ends the process."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    save_payloads(tmp_path / "p.npz", [{"input_ids": np.ones((1, 4), dtype=np.int64)}])
+    settings = LoadSettings(payload_file=str(tmp_path / "p.npz"), users=1, protocol="grpc")
+    script = (
+        "from gevent import monkey; monkey.patch_all()\n"
+        "import benchmarks.locustfile as lf\n"
+        "lf.EXIT_GRACE_S = 0.2\n"
+        "class Stuck:\n"
+        "    def __del__(self, sleep=monkey.get_original('time', 'sleep')):\n"
+        "        sleep(60)  # a finalizer that never returns\n"
+        "import builtins; builtins.stuck = Stuck()  # destroyed only in late finalization\n"
+        "lf._exit_even_if_shutdown_hangs(exit_code=3)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, env={**os.environ, **settings.to_env()},
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0 and "Timeout" in done.stderr, (done.returncode, done.stderr[-2000:])
