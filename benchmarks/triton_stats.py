@@ -95,43 +95,35 @@ class StatsWindow:
 
     def __init__(self, http_url: str, model: str, headers: dict[str, str] | None = None):
         self.http_url, self.model, self.headers = http_url, model, headers
+        self.ensemble = False
         self.steps: list[str] = []
         self._before: dict[str, _Totals] | None = None
 
-    def _client(self):
+    def _ask(self, question):
+        """``question(client)`` on a fresh HTTP client; None when the server is gone or the API is not allowed."""
         import tritonclient.http as httpclient
+        from tritonclient.utils import InferenceServerException
 
-        return httpclient.InferenceServerClient(self.http_url, connection_timeout=5, network_timeout=5)
+        try:
+            client = httpclient.InferenceServerClient(self.http_url, connection_timeout=5, network_timeout=5)
+            try:
+                return question(client)
+            finally:
+                client.close()
+        except (InferenceServerException, OSError, ConnectionError):
+            return None
 
     def _fetch(self) -> dict[str, _Totals] | None:
-        from tritonclient.utils import InferenceServerException
-
-        try:
-            client = self._client()
-            try:
-                # one answer for every model, so the ensemble and its steps are read at the same instant
-                stats = client.get_inference_statistics("", headers=self.headers)
-            finally:
-                client.close()
-        except (InferenceServerException, OSError, ConnectionError):
-            return None  # statistics API restricted or server gone: report without the breakdown
-        return {name: _totals(stats, name) for name in [self.model, *self.steps]}
-
-    def _find_steps(self) -> list[str]:
-        from tritonclient.utils import InferenceServerException
-
-        try:
-            client = self._client()
-            try:
-                return ensemble_steps(client.get_model_config(self.model, headers=self.headers),
-                                      lambda name: client.get_model_config(name, headers=self.headers))
-            finally:
-                client.close()
-        except (InferenceServerException, OSError, ConnectionError):
-            return []  # not loaded or not allowed: the run itself will say so; report the model alone
+        # one answer for every model, so the ensemble and its steps are read at the same instant
+        stats = self._ask(lambda client: client.get_inference_statistics("", headers=self.headers))
+        return None if stats is None else {name: _totals(stats, name) for name in [self.model, *self.steps]}
 
     def start(self) -> "StatsWindow":
-        self.steps = self._find_steps()
+        config = self._ask(lambda client: client.get_model_config(self.model, headers=self.headers)) or {}
+        self.ensemble = config.get("platform") == "ensemble"  # not loaded: the run itself will say so
+        if self.ensemble:
+            self.steps = self._ask(lambda client: ensemble_steps(
+                config, lambda name: client.get_model_config(name, headers=self.headers))) or []
         self._before = self._fetch()
         return self
 
@@ -139,7 +131,7 @@ class StatsWindow:
         after = self._fetch()
         if self._before is None or after is None:
             return None
-        result = _delta(self._before[self.model], after[self.model], batches=not self.steps)
+        result = _delta(self._before[self.model], after[self.model], batches=not self.ensemble)
         if self.steps and result.get("requests"):
             result["steps"] = [{"model": name, **_delta(self._before[name], after[name], batches=True)}
                                for name in self.steps]
