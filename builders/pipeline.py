@@ -19,7 +19,6 @@ Nothing in the repository changes before step 8, so any failure before it leaves
 from __future__ import annotations
 
 import datetime as _dt
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,14 +32,13 @@ from builders.onnx_export import OnnxFile, export, simplify
 from builders.packaging import make_package
 from builders.parity import ParityReport, compare
 from builders.report import plot_report
-from builders.repository import Package, prune_package, publish_package, retract, write_lineage
+from builders.repository import MODEL_NAME, Package, prune_package, publish_package, retract, write_lineage
 from builders.runners import accuracy, heldout_batches, ort_runner, ort_session, torch_runner
 from builders.settings import BuildConfig
 from builders.shapes import derive_profiles
 from builders.steps import Skipped, StepRunner
 
 STEPS = ["load", "export", "evaluate", "quantize", "tensorrt", "package", "gate", "publish", "rollout"]
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 @dataclass
@@ -197,7 +195,7 @@ def build(request: BuildRequest) -> dict:
     from training.export import load_exported  # heavy import (torch): only when building
 
     name_hint = request.name or _peek_model_name(run_dir)
-    if not _NAME.match(name_hint):
+    if not MODEL_NAME.match(name_hint):
         raise UserError(f"--name {name_hint!r} is not a valid Triton model name (letters, digits, '_', '-', '.')")
     build_id = _timestamp()
     build_dir = Path(settings.publish.work_dir) / name_hint / build_id

@@ -22,12 +22,16 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Annotated, Iterator
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from common.config import read_mapping, validate
 from common.errors import UserError
 from common.files import atomic_copy, atomic_write_json, atomic_write_text, fsync_dir, publish_dir, staging_dir
 
@@ -75,6 +79,24 @@ def locked(repository: Path) -> Iterator[None]:
 
 
 # -- packages ----------------------------------------------------------------------------------------------------------
+MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # a Triton model name, and a safe folder name
+
+
+class _PackageFile(BaseModel):
+    """``package.json``: its names become folders in the repository, so they are checked before anything is written."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    primary: str = Field(pattern=MODEL_NAME.pattern)
+    members: list[Annotated[str, Field(pattern=MODEL_NAME.pattern)]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _primary_is_a_member(self):
+        if self.primary not in self.members:
+            raise ValueError(f"primary {self.primary!r} is not one of the members {self.members}")
+        return self
+
+
 @dataclass(frozen=True)
 class Package:
     root: Path
@@ -88,8 +110,8 @@ class Package:
         if not path.is_file():
             raise UserError(f"{root} is not a build package ({PACKAGE_FILE} is missing; expected the package/ folder "
                             "of a `python -m builders build --no-publish` run)")
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(root, data["primary"], tuple(data["members"]))
+        data = validate(_PackageFile, read_mapping(path), str(path))
+        return cls(root, data.primary, tuple(data.members))
 
     def write(self) -> None:
         atomic_write_json(self.root / PACKAGE_FILE, {"primary": self.primary, "members": list(self.members)})

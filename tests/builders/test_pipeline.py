@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -335,3 +336,18 @@ def test_publish_refuses_a_package_whose_config_disagrees_with_its_artifact(buil
     assert "nothing published" in err
     assert "digits/config.pbtxt: output[0].dims: [12] but version/model.onnx output 'logits' has shape [batch, 10]" in err
     assert tree_state(repository) == before
+
+
+def test_a_bad_package_file_is_one_clear_error_and_its_names_cannot_leave_the_repository(tmp_path):
+    from builders.repository import Package
+
+    cases = {
+        '{"primary": "m"}': "package.json: members: Field required",
+        '{"primary": "m", "members": ["../outside", "m"]}': "members.0: String should match pattern",
+        '{"primary": "q", "members": ["m"]}': "primary 'q' is not one of the members",
+        "{broken": "package.json: cannot parse JSON",
+    }
+    for text, message in cases.items():
+        (tmp_path / "package.json").write_text(text)
+        with pytest.raises(UserError, match=re.escape(message)):
+            Package.read(tmp_path)
