@@ -283,15 +283,23 @@ def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = No
         args = parser.parse_args(argv)
     slo = load_slo(args.slo)
     start, end = time_range(args)
+    if end <= start:
+        raise UserError(f"the range ends ({end:.0f}) before it starts ({start:.0f}): expected --start before --end")
+    if args.step is not None and not args.step > 0:
+        raise UserError(f"--step {args.step:g}: expected a positive number of seconds")
     panels = [p for d in dashboards(slo) for p in d.panels] if args.all else main_panels(slo)
     api = PrometheusAPI(args.prometheus)
     out = Path(args.out)
     results = render_panels(api, panels, start, end, out, args.step, args.expect)
+    if results and all(r.query_errors for r in results):  # a wrong range or step, not a quiet system
+        raise UserError(f"every query failed (PNGs in {out} show why); the first: {results[0].query_errors[0]}")
     summary = json.loads((out / "panels.json").read_text())
     for line in summary["targets_down"]:
         print(f"warning: {line}", flush=True)
     for r in results:
         state = f"{r.series} series" if r.no_data_reason is None else "no data"
         print(f"  {r.key:<24} {state:<12} {out / r.file}", flush=True)
+        for error in r.query_errors:
+            print(f"    query error: {error}", flush=True)
     print(f"overview: {out / 'overview.png'}", flush=True)
     return 0

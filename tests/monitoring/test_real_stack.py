@@ -40,7 +40,7 @@ from monitoring.prom_api import PrometheusAPI, finite
 from monitoring.recording_rules import recording_groups
 from monitoring.slo import load_slo
 from training.telemetry import TrainingMetrics
-from tests.monitoring.conftest import MODEL_REPOSITORY, run_monitoring_cli, start_monitoring_cli
+from tests.monitoring.conftest import MODEL_REPOSITORY, assert_one_line_error, run_monitoring_cli, start_monitoring_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_leftover_prometheus")]
 
@@ -304,6 +304,12 @@ def test_png_panels_show_latency_and_throughput_and_name_the_missing_exporter(st
         image = matplotlib.image.imread(out / name)
         assert image.shape[0] > 200 and image.shape[1] > 400
         assert float(np.std(image[..., :3])) > 0.05, f"{name} looks blank"
+    window = ["--prometheus", stack.api.url, "--start", f"{stack.start:.0f}", "--end", f"{stack.end:.0f}"]
+    assert_one_line_error(run_monitoring_cli("panels", *window, "--step", "-1", "--out", str(out)),
+                          "--step -1: expected a positive number of seconds")
+    # more points than Prometheus returns: every query fails, which must not read as "no data" with exit status 0
+    assert_one_line_error(run_monitoring_cli("panels", *window, "--step", "0.001", "--out", str(out)),
+                          "every query failed", "exceeded maximum resolution")
 
 
 def test_targets_command_sees_every_job(stack):
