@@ -37,7 +37,3 @@ def from_triton(type_name: str) -> str:
         if triton == type_name:
             return dtype
     return type_name
-
-
-def numpy_name(dtype: str) -> str:
-    return _TABLE[dtype][2]

@@ -17,10 +17,6 @@ class GraphTensor:
     dtype: str  # manifest-style: float32, int64, ...
     shape: tuple[int | str, ...]  # int for fixed axes, the symbol (or "?") for dynamic ones
 
-    def dims(self) -> list[int]:
-        """Triton-style dims: -1 for every dynamic axis."""
-        return [d if isinstance(d, int) else -1 for d in self.shape]
-
 
 @dataclass(frozen=True)
 class GraphSignature:

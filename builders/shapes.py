@@ -43,11 +43,6 @@ class Profile:
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "inputs": {name: r.to_dict() for name, r in self.inputs.items()}}
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Profile":
-        return cls(int(data["index"]), {name: InputRange(tuple(r["min"]), tuple(r["opt"]), tuple(r["max"]))
-                                        for name, r in data["inputs"].items()})
-
 
 def _default_range(dim: str, input_name: str, preprocessing: dict[str, Any], default_opt: int) -> ShapeRange:
     limit = preprocessing.get("max_length")

@@ -25,7 +25,6 @@ from builders.dtypes import triton_type
 from builders.settings import BuildConfig
 from builders.shapes import Profile, WarmupSample, max_dims, warmup_samples
 
-DEFAULT_CONFIG = "config.pbtxt"
 CPU_INT8 = "cpu_int8"
 ONNXRUNTIME = "onnxruntime"
 TENSORRT = "tensorrt"

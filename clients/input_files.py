@@ -16,7 +16,6 @@ import numpy as np
 
 from common.errors import UserError
 
-ARRAY_SUFFIXES = (".npy", ".npz", ".json")
 
 
 def read_inputs(path: str | Path) -> Any:

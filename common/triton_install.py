@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import sysconfig
 from dataclasses import dataclass
@@ -71,15 +70,6 @@ def ensure_python_backend_stub(install: TritonInstall | None = None) -> Path:
         shutil.copy2(install.stub_source, tmp)
         os.replace(tmp, install.stub)
     return install.stub
-
-
-def missing_shared_libraries(binary: Path) -> list[str]:
-    """Shared libraries ``binary`` needs that the dynamic loader cannot find (via ``ldd``)."""
-    try:
-        out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False).stdout
-    except FileNotFoundError:
-        return []
-    return [line.split("=>")[0].strip() for line in out.splitlines() if "not found" in line]
 
 
 def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:

@@ -7,7 +7,6 @@ adapting a library's exceptions.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import requests
@@ -96,14 +95,6 @@ class PrometheusAPI:
     def rules(self) -> list[dict]:
         """Every loaded rule with its health, last error and type (``recording`` / ``alerting``)."""
         return [rule for group in self._get("/api/v1/rules")["groups"] for rule in group["rules"]]
-
-    def wait_ready(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.ready():
-                return True
-            time.sleep(0.2)
-        return False
 
 
 def finite(series: Series) -> bool:

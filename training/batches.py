@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch.utils.data import Dataset, DistributedSampler
@@ -43,18 +43,12 @@ class EpochPlan:
     def __len__(self) -> int:
         return len(self.batches)
 
-    def from_position(self, position: int) -> Iterator[tuple[int, list[int]]]:
-        """``(index, batch)`` pairs starting at micro-batch ``position``."""
-        for index in range(position, len(self.batches)):
-            yield index, self.batches[index]
-
 
 class BatchPlanner:
     """Plans every epoch's micro-batches for one process of a (possibly distributed) run."""
 
     def __init__(self, dataset: Dataset, per_rank_batch: int, seed: int, rank: int, world_size: int,
                  lengths: Sequence[int] | None = None, group_factor: int = 50):
-        self.dataset = dataset
         self.per_rank_batch = per_rank_batch
         self.seed = seed
         self.rank = rank

@@ -37,10 +37,6 @@ class DistContext:
     def distributed(self) -> bool:
         return self.backend is not None
 
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
-
     def any_true(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is true on at least one (used to stop all ranks together)."""
         if not self.distributed:

@@ -15,7 +15,6 @@ import fcntl
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from common.errors import UserError
 from common.files import atomic_write_json
@@ -85,6 +84,3 @@ class RunDir:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
-
-    def settings(self) -> dict[str, Any]:
-        return json.loads((self.path / RUN_FILE).read_text(encoding="utf-8"))
