@@ -134,7 +134,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_end = time.time()
             timings["load test"] = time.monotonic() - t
 
-            t = time.monotonic()
             banner(6, total, "report: Prometheus panels as PNG, results and a Markdown report")
             panels_dir = config.results_dir / "demo-panels"
             run_command(["python", "-m", "monitoring", "panels", "--prometheus", prometheus.url,
@@ -144,7 +143,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                               panels_dir, timings)
     if server.running():
         raise UserError("Triton is still running after shutdown; stop it with `pkill tritonserver`")
-    timings["report"] = time.monotonic() - t
     print(f"\nTriton and Prometheus stopped. Demo finished in {time.monotonic() - started:.0f} s.", flush=True)
     print(f"Report: {report}", flush=True)
     return 0

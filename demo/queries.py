@@ -24,10 +24,7 @@ def _digits_examples(exported, n: int):
 def _text_examples(exported, n: int):
     from tokenizers import Tokenizer
 
-    from training.corpora import support_tickets
-
-    data_seed = int(exported.manifest.training.get("data", {}).get("seed", 1234))
-    examples = support_tickets.generate(n, data_seed + 2)  # the held-out split's generator (see training/models/textclf.py)
+    examples = exported.spec.held_out_messages(exported.data, n)
     tokenizer = Tokenizer.from_file(str(exported.run_dir / "tokenizer.json"))
     reference = []
     with torch.inference_mode():

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from common.files import atomic_write_text
+from common.manifest import MANIFEST_NAME, read_manifest
 from demo.config import ROOT, DemoConfig
 
 
@@ -22,9 +23,9 @@ def write_report(config: DemoConfig, server_version: str, queries: dict, load_js
     lines = ["# Demo report", "", f"Server: {server_version}, repository `{config.repository}`.", ""]
     lines += ["## Training runs", ""]
     for step in config.train:
-        manifest_path = ROOT / step.run_dir / "manifest.json"
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-        metrics = ", ".join(f"{k} {v:.4f}" for k, v in manifest.get("metrics", {}).items() if "acc" in k)
+        run_dir = ROOT / step.run_dir
+        found = read_manifest(run_dir, verify=False).metrics if (run_dir / MANIFEST_NAME).is_file() else {}
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in found.items() if "acc" in k)
         curves = ROOT / step.run_dir / "training_curves.png"
         lines.append(f"- `{step.model}` in `{step.run_dir}`: {metrics or 'no metrics'}"
                      + (f" — ![curves]({_rel(curves, results_dir)})" if curves.is_file() else ""))

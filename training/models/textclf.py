@@ -140,11 +140,16 @@ class TextClf(ModelSpec):
     def build(self, arch: TextClfArch) -> nn.Module:
         return TextClassifier(arch)
 
+    @staticmethod
+    def held_out_messages(data: TextClfData, n: int):
+        """The first ``n`` raw messages of the test split (the demo and clients send raw text, not token ids)."""
+        return support_tickets.generate(n, data.seed + 2)
+
     def load_data(self, data: TextClfData, arch: TextClfArch) -> Splits:
         # three disjoint generator seeds: the held-out messages are never seen in training
         train = support_tickets.generate(data.train_size, data.seed)
         val = support_tickets.generate(data.val_size, data.seed + 1)
-        test = support_tickets.generate(data.test_size, data.seed + 2)
+        test = self.held_out_messages(data, data.test_size)
         tokenizer = build_tokenizer([e.text for e in train], arch.vocab_size, data.min_frequency, arch.max_length)
 
         def encode(examples):
