@@ -134,15 +134,6 @@ def config_files(model_dir: Path) -> dict[str, Path]:
     return found
 
 
-def _readable(path: Path) -> Path:
-    """Staging folders are created private (mkdtemp, 0700); published ones must be readable by Triton's user too
-    (e.g. an NGC container mounting the repository), so they get the usual 0755 minus the umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o755 & ~umask)
-    return path
-
-
 def _copy_tree(src: Path, dst: Path) -> None:
     for path in sorted(src.rglob("*")):
         target = dst / path.relative_to(src)
@@ -155,7 +146,7 @@ def _copy_tree(src: Path, dst: Path) -> None:
 
 def _stage_version(package: Package, member: str, parent: Path, number: int) -> Path:
     """A staged version folder: the package's files plus a snapshot of the configs they were built with."""
-    staged = _readable(staging_dir(parent, f"{member}.v{number}"))
+    staged = staging_dir(parent, f"{member}.v{number}")
     _copy_tree(package.version_dir(member), staged)
     snapshot = staged / CONFIG_SNAPSHOT
     for relative, path in config_files(package.model_dir(member)).items():
@@ -259,7 +250,7 @@ def _publish_member(package: Package, member: str, repository: Path, number: int
     """Version ``number`` of one member in place (one rename), then its model-level configs."""
     model_dir = repository / member
     if not model_dir.is_dir():
-        staged_model = _readable(staging_dir(repository, member))
+        staged_model = staging_dir(repository, member)
         for relative, path in config_files(package.model_dir(member)).items():
             (staged_model / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, staged_model / relative)

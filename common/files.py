@@ -110,6 +110,11 @@ def publish_dir(staging: str | os.PathLike, target: str | os.PathLike) -> None:
 
 
 def staging_dir(parent: str | os.PathLike, prefix: str) -> Path:
-    """A fresh hidden directory under ``parent`` for building something that :func:`publish_dir` will move in."""
+    """A fresh hidden directory under ``parent`` for building something that :func:`publish_dir` will move in.
+
+    mkdtemp makes it private (0700); what is published must be readable like any new folder (e.g. by Triton's user
+    in a container mounting the repository), so it gets 0777 minus the umask, as ``mkdir`` would give it."""
     Path(parent).mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{prefix}.", suffix=".staging", dir=parent))
+    path = Path(tempfile.mkdtemp(prefix=f".{prefix}.", suffix=".staging", dir=parent))
+    os.chmod(path, 0o777 & ~_UMASK)
+    return path
