@@ -118,17 +118,10 @@ class DynamicBatchingConfig(Strict):
     queue: QueueConfig = Field(default_factory=QueueConfig)
 
 
-class VersionPolicyConfig(Strict):
-    kind: Literal["latest", "all", "specific"] = "latest"
-    latest: int = Field(1, ge=1)
-    versions: list[int] = Field(default_factory=list)
-
-
 class ServingConfig(Strict):
     max_batch_size: int = Field(64, ge=1)
     opt_batch_size: int = Field(8, ge=1)
     dynamic_batching: DynamicBatchingConfig = Field(default_factory=DynamicBatchingConfig)
-    version_policy: VersionPolicyConfig = Field(default_factory=VersionPolicyConfig)
     cpu_instances: int = Field(2, ge=1, description="python-backend instances of the CPU path (one per core served "
                                                     "the most on 2 cores, with cpu_runtime.intra_op_num_threads 1)")
     gpu_instances: int = Field(1, ge=1, description="instances per GPU for the TensorRT / ONNX Runtime configs")

@@ -48,14 +48,10 @@ def _add_io(config, manifest: Manifest) -> None:
         config.output.add(name=spec.name, data_type=triton_type(spec.dtype), dims=_dims(spec))
 
 
-def _set_version_policy(config, settings: BuildConfig) -> None:
-    policy = settings.serving.version_policy
-    if policy.kind == "latest":
-        config.version_policy.latest.num_versions = policy.latest
-    elif policy.kind == "all":
-        config.version_policy.all.SetInParent()
-    else:
-        config.version_policy.specific.versions.extend(policy.versions)
+def _set_version_policy(config) -> None:
+    """Always ``latest 1``: publishing, rollback (re-published as the newest version), the promotion gate's baseline
+    and ``versions`` all take "serving" to mean "the highest version number"; no other policy is offered."""
+    config.version_policy.latest.num_versions = 1
 
 
 def _set_dynamic_batching(config, settings: BuildConfig, queue_policy: bool = True) -> None:
@@ -113,7 +109,7 @@ def _base(name: str, manifest: Manifest, settings: BuildConfig, queue_policy: bo
     config = _pb().ModelConfig()
     config.name = name
     config.max_batch_size = settings.serving.max_batch_size
-    _set_version_policy(config, settings)
+    _set_version_policy(config)
     _add_io(config, manifest)
     _set_dynamic_batching(config, settings, queue_policy)
     if manifest.labels:
@@ -187,7 +183,7 @@ def tensorrt_config(name: str, manifest: Manifest, profiles: Sequence[Profile], 
 def tokenizer_config(name: str, settings: BuildConfig, pad_id: int, output_name: str):
     pb = _pb()
     config = pb.ModelConfig(name=name, backend="python", max_batch_size=settings.serving.max_batch_size)
-    _set_version_policy(config, settings)
+    _set_version_policy(config)
     config.input.add(name="text", data_type="TYPE_STRING", dims=[1])
     config.output.add(name=output_name, data_type="TYPE_INT64", dims=[-1])
     _set_dynamic_batching(config, settings, settings.cpu_runtime.queue_policy)
@@ -199,7 +195,7 @@ def tokenizer_config(name: str, settings: BuildConfig, pad_id: int, output_name:
 def labels_config(name: str, settings: BuildConfig, num_classes: int):
     pb = _pb()
     config = pb.ModelConfig(name=name, backend="python", max_batch_size=settings.serving.max_batch_size)
-    _set_version_policy(config, settings)
+    _set_version_policy(config)
     config.input.add(name="probabilities", data_type="TYPE_FP32", dims=[num_classes])
     config.output.add(name="label", data_type="TYPE_STRING", dims=[1])
     config.output.add(name="score", data_type="TYPE_FP32", dims=[1])
@@ -214,7 +210,7 @@ def text_ensemble_config(name: str, settings: BuildConfig, tokenizer: str, class
     """``text`` → tokenizer → classifier → labels; clients send strings and get ``label``, ``score``, ``probabilities``."""
     pb = _pb()
     config = pb.ModelConfig(name=name, platform="ensemble", max_batch_size=settings.serving.max_batch_size)
-    _set_version_policy(config, settings)
+    _set_version_policy(config)
     config.input.add(name="text", data_type="TYPE_STRING", dims=[1])
     config.output.add(name="label", data_type="TYPE_STRING", dims=[1])
     config.output.add(name="score", data_type="TYPE_FP32", dims=[1])
