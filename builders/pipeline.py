@@ -192,8 +192,9 @@ def build(request: BuildRequest) -> dict:
     """Run the pipeline; returns the report (also written to ``BUILD_DIR/report.json``)."""
     settings = request.settings
     run_dir, repository = Path(request.run_dir), Path(request.repository)
-    peeked = _peek_manifest(run_dir)
-    name_hint = request.name or peeked.model
+    from training.export import load_exported  # heavy import (torch): only when building
+
+    name_hint = request.name or _peek_model_name(run_dir)
     if not MODEL_NAME.match(name_hint):
         raise UserError(f"--name {name_hint!r} is not a valid Triton model name (letters, digits, '_', '-', '.')")
     build_id = _timestamp()
@@ -208,14 +209,6 @@ def build(request: BuildRequest) -> dict:
         atomic_write_json(build_dir / "report.json", report)
 
     try:
-        # before loading (torch, the data, a tokenizer): re-running a build of what already serves costs a file read
-        same = None if request.force or not request.publish else already_serving(repository / name_hint, peeked, settings)
-        if same is not None:
-            report["unchanged"] = {"version": same, "model_dir": str(repository / name_hint)}
-            return report
-
-        from training.export import load_exported  # heavy import (torch): only when building
-
         export_cmd = ["export", "--run-dir", str(run_dir.resolve()), "--output", str((build_dir / "export").resolve()),
                       *request.config_args()]
         exported, splits, profiles = steps.run("load", lambda: _load(load_exported, run_dir, settings), full)
@@ -228,6 +221,10 @@ def build(request: BuildRequest) -> dict:
                                 "metrics": manifest.metrics, "data_version": manifest.data_version,
                                 "code_version": manifest.code_version, "created_at": manifest.created_at}
         report["profiles"] = [p.to_dict() for p in profiles]
+        same = None if request.force or not request.publish else already_serving(repository / name, manifest, settings)
+        if same is not None:
+            report["unchanged"] = {"version": same, "model_dir": str(repository / name)}
+            return report
 
         exp = steps.run("export", lambda: export_and_verify(exported, splits, build_dir / "export", settings), export_cmd)
         report["onnx"], report["parity"], report["simplify"] = exp.onnx.to_dict(), exp.parity.to_dict(), exp.simplify
@@ -318,12 +315,10 @@ def build(request: BuildRequest) -> dict:
     return report
 
 
-def _peek_manifest(run_dir: Path):
-    """The manifest without hashing its files (the load step verifies them): enough for the name and for
-    :func:`already_serving`, which compares the hashes the manifest records with those of the serving version."""
+def _peek_model_name(run_dir: Path) -> str:
     from common.manifest import read_manifest
 
-    return read_manifest(run_dir, verify=False)
+    return read_manifest(run_dir, verify=False).model
 
 
 def _load(load_exported, run_dir: Path, settings: BuildConfig):
