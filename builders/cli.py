@@ -160,15 +160,15 @@ def cmd_plan_check(args) -> int:
 def cmd_config(args) -> int:
     from common.manifest import read_manifest
     from builders import triton_configs as tc
+    from builders.packaging import package_configs
     from builders.shapes import derive_profiles
 
     settings = _settings(args)
     manifest = read_manifest(args.run_dir, verify=False)
     name = args.name or manifest.model
     profiles = derive_profiles(manifest.inputs, manifest.preprocessing, settings)
-    configs = {"config.pbtxt": tc.cpu_config(name, manifest, profiles, settings),
-               f"configs/{tc.ONNXRUNTIME}.pbtxt": tc.onnxruntime_config(name, manifest, profiles, settings),
-               f"configs/{tc.TENSORRT}.pbtxt": tc.tensorrt_config(name, manifest, profiles, settings)}
+    # what a build would write when INT8 and TensorRT are both produced
+    configs = package_configs(name, manifest, profiles, settings, int8=settings.quantize.enabled, plan=True)
     for relative, config in configs.items():
         if args.target and not relative.endswith(f"{args.target}.pbtxt") and not (
                 args.target == "cpu" and relative == "config.pbtxt"):
@@ -231,18 +231,14 @@ def _work_dir(settings) -> Path:
 
 
 def cmd_publish(args) -> int:
-    from builders.lint import lint_all
+    from builders.packaging import lint_package
     from builders.repository import Package
 
     settings = _settings(args)
     package = Package.read(args.package)
-    findings = []
-    for member in package.members:
-        findings += [f"{member}/{f}" for f in lint_all(package.model_dir(member),
-                                                        version_dirs={"version": package.version_dir(member)},
-                                                        python_queue_policy=settings.cpu_runtime.queue_policy)]
+    findings = lint_package(package, settings)
     if findings:
-        raise UserError("package does not pass the linter, nothing published: " + "; ".join(map(str, findings)))
+        raise UserError("package does not pass the linter, nothing published: " + "; ".join(findings))
     return _publish(package, args, settings)
 
 
@@ -341,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print or write the generated configurations for a training run")
     p.add_argument("--run-dir", type=Path, required=True, help="training run directory (its manifest)")
     p.add_argument("--name", help="model name (default: the manifest's)")
-    p.add_argument("--target", choices=["cpu", "onnxruntime", "tensorrt"], help="only this target's configuration")
+    p.add_argument("--target", choices=["cpu", "cpu_int8", "onnxruntime", "tensorrt"], help="only this target's configuration")
     p.add_argument("--output", type=Path, help="write into this model folder instead of printing")
     _add_config(p)
     p.set_defaults(func=cmd_config)

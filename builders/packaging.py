@@ -53,17 +53,12 @@ def make_package(root: Path, name: str, exported, profiles: list[Profile], onnx_
     version.mkdir(parents=True)
     atomic_copy(onnx_path, version / "model.onnx")
     atomic_copy(ONNX_MODEL, version / "model.py")
-    serve_int8 = int8_path is not None and settings.quantize.serve_int8
-    configs = {"config.pbtxt": tc.cpu_config(name, manifest, profiles, settings,
-                                             "model.int8.onnx" if serve_int8 else "model.onnx"),
-               f"configs/{tc.ONNXRUNTIME}.pbtxt": tc.onnxruntime_config(name, manifest, profiles, settings)}
     if int8_path is not None:
         atomic_copy(int8_path, version / "model.int8.onnx")
-        configs[f"configs/{tc.CPU_INT8}.pbtxt"] = tc.cpu_config(name, manifest, profiles, settings, "model.int8.onnx")
     if plan is not None:
         atomic_copy(Path(plan["plan"]), version / "model.plan")
         atomic_copy(Path(plan["metadata"]), version / "model.plan.json")
-        configs[f"configs/{tc.TENSORRT}.pbtxt"] = tc.tensorrt_config(name, manifest, profiles, settings)
+    configs = package_configs(name, manifest, profiles, settings, int8=int8_path is not None, plan=plan is not None)
     for relative, config in configs.items():
         atomic_write_text(root / name / relative, tc.to_text(config))
     members = [name]
@@ -72,11 +67,32 @@ def make_package(root: Path, name: str, exported, profiles: list[Profile], onnx_
         members = [members[0], members[1], name, members[2]]
     package = Package(root, name, tuple(members))
     package.write()
+    findings = lint_package(package, settings)
+    if findings:
+        raise UserError("generated configuration disagrees with its artifact: " + "; ".join(findings))
+    return package
+
+
+def package_configs(name: str, manifest, profiles: list[Profile], settings: BuildConfig, int8: bool,
+                    plan: bool) -> dict:
+    """``{relative path: ModelConfig}`` of a model: the CPU default (INT8 when built and ``serve_int8``), the ONNX
+    Runtime backend, and the CPU INT8 / TensorRT alternatives when their artifacts exist."""
+    serve_int8 = int8 and settings.quantize.serve_int8
+    configs = {"config.pbtxt": tc.cpu_config(name, manifest, profiles, settings,
+                                             "model.int8.onnx" if serve_int8 else "model.onnx"),
+               f"configs/{tc.ONNXRUNTIME}.pbtxt": tc.onnxruntime_config(name, manifest, profiles, settings)}
+    if int8:
+        configs[f"configs/{tc.CPU_INT8}.pbtxt"] = tc.cpu_config(name, manifest, profiles, settings, "model.int8.onnx")
+    if plan:
+        configs[f"configs/{tc.TENSORRT}.pbtxt"] = tc.tensorrt_config(name, manifest, profiles, settings)
+    return configs
+
+
+def lint_package(package: Package, settings: BuildConfig) -> list[str]:
+    """Every member's configs against its staged artifacts, as ``member/finding`` lines (empty when all agree)."""
     findings = []
     for member in package.members:
-        findings += [f"{member}/{f}" for f in lint_all(root / member,
+        findings += [f"{member}/{f}" for f in lint_all(package.model_dir(member),
                                                        version_dirs={VERSION_STAGE: package.version_dir(member)},
                                                        python_queue_policy=settings.cpu_runtime.queue_policy)]
-    if findings:
-        raise UserError("generated configuration disagrees with its artifact: " + "; ".join(map(str, findings)))
-    return package
+    return findings

@@ -153,3 +153,7 @@ def test_config_command_prints_valid_configs_for_a_run(digits_run, capsys):
     assert out.startswith("# configs/tensorrt.pbtxt")
     config = parse_config_text(out.split("\n", 1)[1], "printed")
     assert config.platform == "tensorrt_plan" and list(config.input[0].dims) == [1, 8, 8]
+    # the same set of configurations a build writes (it once left out the INT8 one)
+    assert main(["config", "--run-dir", str(digits_run)]) == 0
+    printed = [line[2:] for line in capsys.readouterr().out.splitlines() if line.startswith("# configs/")]
+    assert printed == ["configs/onnxruntime.pbtxt", "configs/cpu_int8.pbtxt", "configs/tensorrt.pbtxt"]
