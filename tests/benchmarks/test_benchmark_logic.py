@@ -140,48 +140,36 @@ def test_an_ensembles_steps_are_listed_in_pipeline_order_with_nested_ensembles_e
     assert _delta(after, after, batches=True) == {"requests": 0}
 
 
-def test_a_locust_process_that_hangs_after_its_final_statistics_is_ended_with_its_exit_code(tmp_path):
-    """The watchdog the locustfile starts on Locust's ``quit`` event: a process stuck in shutdown still ends, with
-    Locust's exit code and every thread's stack in its output."""
+def _hang_after_quit(tmp_path, grace_s: float, hang: str):
+    """Run the locustfile's quit hook in a gevent-patched process that then hangs as ``hang`` says."""
     import subprocess
     import sys
     from pathlib import Path
 
     save_payloads(tmp_path / "p.npz", [{"input_ids": np.ones((1, 4), dtype=np.int64)}])
     settings = LoadSettings(payload_file=str(tmp_path / "p.npz"), users=1, protocol="grpc")
-    script = (
-        "from gevent import monkey; monkey.patch_all()\n"
-        "import benchmarks.locustfile as lf\n"
-        "lf.EXIT_GRACE_S = 0.5\n"
-        "lf._exit_even_if_shutdown_hangs(exit_code=3)\n"
-        "monkey.get_original('time', 'sleep')(60)  # a shutdown that never finishes\n"
-    )
-    root = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-c", script], cwd=root, env={**os.environ, **settings.to_env()},
-                          capture_output=True, text=True, timeout=30)
+    script = ("from gevent import monkey; monkey.patch_all()\n"
+              "import benchmarks.locustfile as lf\n"
+              f"lf.EXIT_GRACE_S = {grace_s}\n" + hang)
+    return subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2],
+                          env={**os.environ, **settings.to_env()}, capture_output=True, text=True, timeout=30)
+
+
+def test_a_locust_process_that_hangs_after_its_final_statistics_is_ended_with_its_exit_code(tmp_path):
+    """The watchdog the locustfile starts on Locust's ``quit`` event: a process stuck in shutdown still ends, with
+    Locust's exit code and every thread's stack in its output."""
+    done = _hang_after_quit(tmp_path, 0.5, "lf._exit_even_if_shutdown_hangs(exit_code=3)\n"
+                                           "monkey.get_original('time', 'sleep')(60)  # a shutdown that never ends\n")
     assert done.returncode == 3, done.stderr
     assert "after its final statistics" in done.stderr and "Thread 0x" in done.stderr
 
 
 def test_a_hang_in_late_interpreter_finalization_is_still_ended(tmp_path):
     """Past the point where Python threads can take the GIL, faulthandler's native timer ends the process."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    save_payloads(tmp_path / "p.npz", [{"input_ids": np.ones((1, 4), dtype=np.int64)}])
-    settings = LoadSettings(payload_file=str(tmp_path / "p.npz"), users=1, protocol="grpc")
-    script = (
-        "from gevent import monkey; monkey.patch_all()\n"
-        "import benchmarks.locustfile as lf\n"
-        "lf.EXIT_GRACE_S = 0.2\n"
+    done = _hang_after_quit(tmp_path, 0.2, (
         "class Stuck:\n"
         "    def __del__(self, sleep=monkey.get_original('time', 'sleep')):\n"
         "        sleep(60)  # a finalizer that never returns\n"
         "import builtins; builtins.stuck = Stuck()  # destroyed only in late finalization\n"
-        "lf._exit_even_if_shutdown_hangs(exit_code=3)\n"
-    )
-    root = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-c", script], cwd=root, env={**os.environ, **settings.to_env()},
-                          capture_output=True, text=True, timeout=30)
+        "lf._exit_even_if_shutdown_hangs(exit_code=3)\n"))
     assert done.returncode != 0 and "Timeout" in done.stderr, (done.returncode, done.stderr[-2000:])
