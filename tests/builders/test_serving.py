@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -54,44 +55,83 @@ def test_digits_served_equals_pytorch_within_tolerance(server, built_repository,
     assert results[0].get_response()["model_version"] == "1"
 
 
-def test_textclf_merges_requests_of_different_lengths_and_isolates_a_bad_one(server, textclf_run):
+@pytest.fixture(scope="module")
+def held_batch_server(built_repository, tmp_path_factory):
+    """Triton serving a copy of the built ``textclf`` whose batcher holds requests until ``HELD_BATCH`` are queued.
+
+    With ``preferred_batch_size: [HELD_BATCH]`` and a queue delay far longer than the test, Triton's dynamic batcher
+    forms exactly one batch of ``HELD_BATCH`` requests however the client threads happen to be scheduled: the merge
+    is guaranteed by the server, not by timing.
+    """
+    from common.triton_config import config_to_text, load_config_file
+
+    root = tmp_path_factory.mktemp("held")
+    repository = root / "model_repository"
+    shutil.copytree(built_repository / "textclf", repository / "textclf")
+    config = load_config_file(repository / "textclf" / "config.pbtxt")
+    config.max_batch_size = max(config.max_batch_size, HELD_BATCH)
+    batching = config.dynamic_batching
+    batching.max_queue_delay_microseconds = 120_000_000
+    del batching.preferred_batch_size[:]
+    batching.preferred_batch_size.append(HELD_BATCH)
+    batching.ClearField("default_queue_policy")
+    (repository / "textclf" / "config.pbtxt").write_text(config_to_text(config), encoding="utf-8")
+    log = root / "server.log"
+    config = ServerConfig(repository=repository, http_port=free_port(), grpc_port=free_port(),
+                          metrics_port=free_port(), log_file=log, exit_timeout_s=1)
+    with TritonServer(config) as running:
+        yield running
+
+
+HELD_BATCH = 10  # 8 messages of different lengths + 2 bad requests, sent at once
+
+
+def _model_statistics(url: str, model: str) -> dict:
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(url)
+    try:
+        return client.get_inference_statistics(model)["model_stats"][0]
+    finally:
+        client.close()
+
+
+def test_textclf_merges_requests_of_different_lengths_and_isolates_a_bad_one(held_batch_server, textclf_run):
     from builders.runners import torch_runner
     from training.export import load_exported
 
     exported = load_exported(textclf_run)
     test = exported.load_splits().test
-    samples = [test[i][0].numpy()[None, :] for i in range(24)]  # lengths differ from sample to sample
+    samples = [test[i][0].numpy()[None, :] for i in range(HELD_BATCH - 2)]  # lengths differ from sample to sample
     assert len({s.shape[1] for s in samples}) > 3
     reference = torch_runner(exported.model)
-    bad = np.array([[2, 10**6]], dtype=np.int64)  # an id outside the vocabulary fails inside ONNX Runtime
+    bad = np.array([[2, 10**6]], dtype=np.int64)  # an id outside the vocabulary
+    requests = samples[:4] + [bad] + samples[4:] + [bad]
+    assert len(requests) == HELD_BATCH
 
     def call(array):
         try:
-            return _infer_http(server.http_url, "textclf", "input_ids", array, "INT64").as_numpy("probabilities")
+            return _infer_http(held_batch_server.http_url, "textclf", "input_ids", array, "INT64").as_numpy(
+                "probabilities")
         except Exception as exc:  # tritonclient raises InferenceServerException
             return exc
 
-    def executions() -> tuple[int, int]:
-        import tritonclient.http as httpclient
+    before = _model_statistics(held_batch_server.http_url, "textclf")
+    with futures.ThreadPoolExecutor(HELD_BATCH) as pool:  # one thread per request: all of them reach the queue
+        outcomes = list(pool.map(call, requests))
+    after = _model_statistics(held_batch_server.http_url, "textclf")
 
-        client = httpclient.InferenceServerClient(server.http_url)
-        try:
-            entry = client.get_inference_statistics("textclf")["model_stats"][0]
-        finally:
-            client.close()
-        return int(entry["inference_count"]), int(entry["execution_count"])
-
-    before = executions()
-    with futures.ThreadPoolExecutor(8) as pool:
-        outcomes = list(pool.map(call, samples + [bad] * 3 + samples))
-    after = executions()
-    # the input is ragged, so requests of different lengths really were merged into shared executions
-    assert after[0] - before[0] > after[1] - before[1]
-    for sample, got in zip(samples + samples, outcomes[:24] + outcomes[27:]):
+    # the server formed one execution out of all ten requests, whatever their lengths (the input is ragged)
+    assert int(after["execution_count"]) - int(before["execution_count"]) == 1
+    batches = {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in after["batch_stats"]}
+    assert batches.get(HELD_BATCH) == 1, f"executed batch sizes: {batches}"
+    # the two bad requests failed alone; the eight good ones got the answers they get unbatched
+    good = [(r, o) for r, o in zip(requests, outcomes) if r is not bad]
+    for sample, got in good:
         assert isinstance(got, np.ndarray), f"request failed: {got}"
         np.testing.assert_allclose(got, reference([sample])[1], atol=1e-5, rtol=1e-3)
-    for error in outcomes[24:27]:
-        assert isinstance(error, Exception) and "inference failed" in str(error)
+    failures = [o for r, o in zip(requests, outcomes) if r is bad]
+    assert all(isinstance(error, Exception) for error in failures), failures
 
 
 def test_textclf_text_answers_raw_strings_over_http_and_grpc(server, textclf_run):
