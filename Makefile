@@ -8,7 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: .venv demo test test-fast compose-config dashboards clean-demo help
+.PHONY: .venv demo test test-fast system-demo system-test compose-config dashboards clean-demo help
 
 help:
 	@echo "make demo   - run the whole pipeline end to end on this CPU machine (about 10 minutes the first time)"
@@ -21,10 +21,15 @@ $(STAMP): pyproject.toml requirements.lock common/bootstrap.py
 	@test -n "$(PYTHON)" || { echo "error: no python3.11 found on PATH; install Python 3.11 (Debian: apt-get install python3.11 python3.11-venv)"; exit 2; }
 	$(PYTHON) -m common.bootstrap --venv $(VENV)
 
-demo: $(STAMP)
+# system packages first (seconds): installed when root or passwordless sudo, else one line saying what to install
+system-demo system-test:
+	@test -n "$(PYTHON)" || { echo "error: no python3.11 found on PATH; install Python 3.11 (Debian: apt-get install python3.11 python3.11-venv)"; exit 2; }
+	@$(PYTHON) -m common.system_packages --for $(subst system-,,$@)
+
+demo: system-demo $(STAMP)
 	$(PY) -m demo
 
-test: $(STAMP)
+test: system-test $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider
 
 test-fast: $(STAMP)

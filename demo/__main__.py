@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Sequence
 
+from common import system_packages
 from common.config import load_config
 from common.errors import UserError, run_cli
 from common.processes import death_signal_for_this_thread
@@ -66,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="demo settings (default demo/demo.toml)")
     parser.add_argument("--load-duration", type=float, help="seconds of Locust load (default from the config: 20)")
     args = parser.parse_args(argv)
+    system_packages.ensure("demo")  # seconds, before any work: Prometheus is needed only at step 5
     config = load_config(DemoConfig, args.config, {"load.duration_s": args.load_duration})
     signal.signal(signal.SIGTERM, _interrupt)
     check_ports(config)
