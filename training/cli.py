@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     run = parser.add_argument_group("run")
     run.add_argument("--model", help=f"registered model to train: {', '.join(models.names())} (or set `model` in --config)")
+    run.add_argument("--spec", metavar="FILE.py:CLASS",
+                     help="train a model spec defined outside the package (a training.models.ModelSpec subclass); "
+                          "--model defaults to its name. Installed plug-ins register through the entry-point group "
+                          f"{models.ENTRY_POINT_GROUP} instead")
     run.add_argument("--run-dir", required=True, help="directory of this run: created if new, resumed if it holds the "
                                                       "same run, refused if it holds another one")
     run.add_argument("--config", help="TOML/YAML/JSON file with RunConfig fields (e.g. training/configs/digits.toml); "
@@ -111,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     """Flags as dotted RunConfig keys (``None`` = not given, so the file or the default stays)."""
     values = {
-        "model": args.model, "seed": args.seed, "epochs": args.epochs, "max_train_samples": args.max_train_samples,
+        "model": args.model, "spec": args.spec, "seed": args.seed, "epochs": args.epochs, "max_train_samples": args.max_train_samples,
         "batch_size": args.batch_size, "grad_clip": args.grad_clip, "eval_batch_size": args.eval_batch_size,
         "accumulate": args.accumulate,
         "optimizer.lr": args.lr, "optimizer.weight_decay": args.weight_decay, "schedule.kind": args.schedule,
@@ -136,8 +140,8 @@ def load(args: argparse.Namespace):
     from training.config import resolve
 
     overrides = overrides_from(args)
-    if overrides.get("model") is None and not args.config:
-        raise UserError("no model given: pass --model NAME (or set `model` in --config)")
+    if overrides.get("model") is None and overrides.get("spec") is None and not args.config:
+        raise UserError("no model given: pass --model NAME or --spec FILE.py:CLASS (or set `model` in --config)")
     return resolve(args.config, overrides)
 
 

@@ -90,6 +90,8 @@ OPERATIONAL_FIELDS = ("epochs", "eval_batch_size", "device", "threads", "early_s
 
 class RunConfig(StrictConfig):
     model: str = Field(description="registered model name")
+    spec: str | None = Field(None, description="a model spec defined outside the package, PATH/TO/FILE.py:ClassName "
+                                               "(registered before `model` is checked; `model` defaults to its name)")
     seed: int = Field(0, ge=0, lt=2**31)
     epochs: int = Field(10, ge=1, description="total epochs of the run (a resumed run continues up to this)")
     batch_size: int = Field(64, ge=1, description="global micro-batch size, summed over all processes")
@@ -112,6 +114,17 @@ class RunConfig(StrictConfig):
     sidecar: SidecarConfig = SidecarConfig()
     arch: dict[str, Any] = Field(default_factory=dict, description="overrides of the model's architecture config")
     data: dict[str, Any] = Field(default_factory=dict, description="overrides of the model's data config")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _register_external_spec(cls, data: Any) -> Any:
+        """``spec`` registers its class first, so that ``model`` (defaulting to the spec's name) can be checked."""
+        if isinstance(data, dict) and data.get("spec"):
+            spec_class = models.load_spec_file(str(data["spec"]))
+            path, _sep, name = str(data["spec"]).rpartition(":")
+            data = {**data, "spec": f"{Path(path).expanduser().resolve()}:{name}"}
+            data.setdefault("model", spec_class.name)
+        return data
 
     @field_validator("model")
     @classmethod

@@ -112,6 +112,9 @@ def load_exported(run_dir: str | Path) -> Exported:
 
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir, verify=True)
+    external = (manifest.training.get("config") or {}).get("spec")
+    if external:  # trained from --spec FILE.py:CLASS: register that class again
+        models.load_spec_file(external)
     spec = models.get(manifest.model)
     arch = validate(spec.Arch, manifest.arch, f"{run_dir / 'manifest.json'}: arch")
     data = validate(spec.Data, manifest.training.get("data", {}), f"{run_dir / 'manifest.json'}: training.data")
