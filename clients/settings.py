@@ -11,8 +11,9 @@ import re
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from clients.serve import ADMIN_TOKEN_ENV
 from common.config import load_config
 
 Protocol = Literal["http", "grpc"]
@@ -88,6 +89,18 @@ class ConnectionSettings(BaseModel):
         500, ge=100, description="longest wait of the gRPC channel before it tries a lost server again (gRPC's own "
                                   "default of 120 s would hide a restarted server from retries for minutes)")
     grpc_max_message_bytes: int = Field(2**31 - 1, gt=0, description="largest gRPC message sent or received")
+    admin_token: SecretStr | None = Field(
+        None, description="secret for Triton's restricted APIs (model repository, shared memory); None: read "
+                          "$TRITON_ADMIN_TOKEN. Sent only on those calls, as 'triton-admin-token' over HTTP and "
+                          "'triton-grpc-protocol-triton-admin-token' over gRPC")
+
+    def resolved_admin_token(self) -> str | None:
+        """The token from these settings, else from ``$TRITON_ADMIN_TOKEN`` (the variable the launcher and compose use)."""
+        import os
+
+        if self.admin_token is not None and self.admin_token.get_secret_value():
+            return self.admin_token.get_secret_value()
+        return os.environ.get(ADMIN_TOKEN_ENV) or None
 
 
 class ClientConfig(BaseModel):

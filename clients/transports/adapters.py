@@ -17,6 +17,11 @@ import tritonclient.http as httpclient
 from tritonclient.utils import np_to_triton_dtype
 
 from clients.model_info import config_from_json, metadata_from_json
+from clients.serve import ADMIN_HEADER
+
+# Triton checks a restricted gRPC call for the metadata key "triton-grpc-protocol-<key>" (the prefix is Triton's
+# kRestrictedProtocolHeaderTemplate), where <key> is what --grpc-restricted-protocol names; over HTTP the key itself.
+GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
 
 
 @dataclass
@@ -47,6 +52,15 @@ class HttpAdapter:
 
     def deadline_kwargs(self, deadline: float) -> dict[str, Any]:
         return {}
+
+    @staticmethod
+    def admin_header() -> str:
+        """The header that carries the admin token on calls to Triton's restricted APIs."""
+        return ADMIN_HEADER
+
+    def admin_kwargs(self, token: str | None) -> dict[str, Any]:
+        """``headers=`` for a restricted call (model repository, shared memory); nothing without a token."""
+        return {"headers": {self.admin_header(): token}} if token else {}
 
     def request(self, arrays: dict[str, np.ndarray], outputs: list[str], binding: ShmBinding | None):
         module = self.module()
@@ -101,6 +115,10 @@ class GrpcAdapter(HttpAdapter):
 
     def deadline_kwargs(self, deadline: float) -> dict[str, Any]:
         return {"client_timeout": deadline}
+
+    @staticmethod
+    def admin_header() -> str:
+        return GRPC_RESTRICTED_PREFIX + ADMIN_HEADER
 
     def request(self, arrays: dict[str, np.ndarray], outputs: list[str], binding: ShmBinding | None):
         module = self.module()

@@ -28,6 +28,8 @@ class AsyncTransport:
         self.connection = connection
         self.policy = policy
         self._underlying = None
+        # restricted APIs (repository index, shared memory) carry the admin token; inference calls never do
+        self._admin = self.adapter.admin_kwargs(connection.resolved_admin_token())
 
     @property
     def protocol(self) -> str:
@@ -65,7 +67,7 @@ class AsyncTransport:
         return self.adapter.config(await self._call(deadline, "get_model_config", model, version))
 
     async def repository_index(self, deadline: float) -> list[dict[str, str]]:
-        return self.adapter.index(await self._call(deadline, "get_model_repository_index"))
+        return self.adapter.index(await self._call(deadline, "get_model_repository_index", **self._admin))
 
     async def infer(self, model: str, version: str, arrays: dict[str, np.ndarray], outputs: list[str],
                     binding: ShmBinding | None, deadline: float, server_timeout_us: int | None = None
@@ -77,17 +79,18 @@ class AsyncTransport:
         return read_outputs(self.adapter, result, outputs, binding)
 
     async def register_system_shm(self, name: str, key: str, byte_size: int, deadline: float) -> None:
-        await self._call(deadline, "register_system_shared_memory", name, key, byte_size)
+        await self._call(deadline, "register_system_shared_memory", name, key, byte_size, **self._admin)
 
     async def unregister_system_shm(self, name: str, deadline: float) -> None:
-        await self._call(deadline, "unregister_system_shared_memory", name)
+        await self._call(deadline, "unregister_system_shared_memory", name, **self._admin)
 
     async def register_cuda_shm(self, name: str, raw_handle: bytes, device_id: int, byte_size: int,
                                 deadline: float) -> None:
-        await self._call(deadline, "register_cuda_shared_memory", name, raw_handle, device_id, byte_size)
+        await self._call(deadline, "register_cuda_shared_memory", name, raw_handle, device_id, byte_size,
+                         **self._admin)
 
     async def unregister_cuda_shm(self, name: str, deadline: float) -> None:
-        await self._call(deadline, "unregister_cuda_shared_memory", name)
+        await self._call(deadline, "unregister_cuda_shared_memory", name, **self._admin)
 
     async def close(self) -> None:
         client, self._underlying = self._underlying, None

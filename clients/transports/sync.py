@@ -6,6 +6,8 @@
   per-socket-operation timeouts. Each thread therefore gets its own kept-alive connection pool, and a whole call is
   bounded with ``gevent.Timeout``. A call cut off by its deadline leaves its socket mid-response, so that thread's
   pool is closed and rebuilt on the next call instead of reusing the socket.
+* Calls to Triton's restricted APIs (repository index, shared-memory registration) carry the admin token
+  (:meth:`clients.settings.ConnectionSettings.resolved_admin_token`) in the protocol's header.
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ class SyncTransport(ABC):
         self.url = url
         self.connection = connection
         self.policy = policy
+        # restricted APIs (repository index, shared memory) carry the admin token; inference calls never do
+        self._admin = self.adapter.admin_kwargs(connection.resolved_admin_token())
 
     @property
     def protocol(self) -> str:
@@ -65,7 +69,7 @@ class SyncTransport(ABC):
         return self.adapter.config(self._call(deadline, "get_model_config", model, version))
 
     def repository_index(self, deadline: float) -> list[dict[str, str]]:
-        return self.adapter.index(self._call(deadline, "get_model_repository_index"))
+        return self.adapter.index(self._call(deadline, "get_model_repository_index", **self._admin))
 
     def infer(self, model: str, version: str, arrays: dict[str, np.ndarray], outputs: list[str],
               binding: ShmBinding | None, deadline: float, server_timeout_us: int | None = None
@@ -76,16 +80,17 @@ class SyncTransport(ABC):
         return read_outputs(self.adapter, result, outputs, binding)
 
     def register_system_shm(self, name: str, key: str, byte_size: int, deadline: float) -> None:
-        self._call(deadline, "register_system_shared_memory", name, key, byte_size)
+        self._call(deadline, "register_system_shared_memory", name, key, byte_size, **self._admin)
 
     def unregister_system_shm(self, name: str, deadline: float) -> None:
-        self._call(deadline, "unregister_system_shared_memory", name)
+        self._call(deadline, "unregister_system_shared_memory", name, **self._admin)
 
     def register_cuda_shm(self, name: str, raw_handle: bytes, device_id: int, byte_size: int, deadline: float) -> None:
-        self._call(deadline, "register_cuda_shared_memory", name, raw_handle, device_id, byte_size)
+        self._call(deadline, "register_cuda_shared_memory", name, raw_handle, device_id, byte_size,
+                   **self._admin)
 
     def unregister_cuda_shm(self, name: str, deadline: float) -> None:
-        self._call(deadline, "unregister_cuda_shared_memory", name)
+        self._call(deadline, "unregister_cuda_shared_memory", name, **self._admin)
 
     @abstractmethod
     def close(self) -> None:
