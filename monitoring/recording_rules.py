@@ -27,6 +27,13 @@ CLIENT_OK_OUTCOME = "ok"
 TRAINING_CHECKPOINT_AGE = "training_seconds_since_checkpoint"   # since process start before the first checkpoint
 TRAINING_RUNNING = "training_running"                              # 1 while training, 0 while the sidecar idles
 
+# The autoscaling signal (deploy/kubernetes: prometheus-adapter serves the per-pod series to the HPA, KEDA reads the
+# per-job one). Labels kept: Kubernetes' namespace and pod where the scrape adds them, instance everywhere.
+QUEUE_PER_REQUEST_POD = "instance:inference_queue_seconds_per_request:mean"
+QUEUE_PER_REQUEST_FLEET = "job:inference_queue_seconds_per_request:mean"
+NVIDIA_K8S_ONPREM_QUEUE_QUERY = ("avg(delta(nv_inference_queue_duration_us[30s])"
+                                 "/(1+delta(nv_inference_request_success[30s])))")
+
 
 @dataclass(frozen=True)
 class RecordingRule:
@@ -115,6 +122,27 @@ def _client_rules(w: str) -> list[RecordingRule]:
     ]
 
 
+def _autoscaling_rules(w: str) -> list[RecordingRule]:
+    """Average queue time per request, weighted by requests: sum of queue time over sum of requests.
+
+    Why not NVIDIA's k8s-onprem query (``NVIDIA_K8S_ONPREM_QUEUE_QUERY``): it averages one ratio per (model, version,
+    pod) series, so every loaded model that is idle adds a 0 to the average and the result shrinks by about the number
+    of loaded models (Triton server issue #8979); an autoscaler reading it never scales out. Summing numerator and
+    denominator before dividing weights each model by its traffic, so idle models change nothing. A pod that served
+    no request in the window reads 0 (it has no queue), not "no data", so the HPA's average over pods stays defined.
+    With an ensemble each step counts as a request, which keeps the mean proportional to queueing per client call.
+    """
+    def by(labels: str, metric: str) -> str:
+        return f"sum by ({labels}) (rate({metric}[{w}]))"
+
+    rules = []
+    for record, labels in ((QUEUE_PER_REQUEST_POD, "namespace, pod, instance, job"),
+                           (QUEUE_PER_REQUEST_FLEET, "namespace, job")):
+        queue, success = by(labels, "nv_inference_queue_duration_us"), by(labels, "nv_inference_request_success")
+        rules.append(RecordingRule(record, f"{queue}\n/ ({success} > 0)\n/ 1e6\nor\n0 * {success}"))
+    return rules
+
+
 def _slo_rules(slo: SLOConfig) -> list[RecordingRule]:
     """The p99 budget as a series per model, so alerts and dashboards compare with the same line."""
     rules = [RecordingRule("model:slo_request_latency_p99_seconds", f"vector({number(m.p99_latency_seconds)})",
@@ -167,6 +195,7 @@ def recording_groups(slo: SLOConfig) -> list[RuleGroup]:
         RuleGroup("inference-triton", _triton_rules(w)),
         RuleGroup("inference-clients", _client_rules(w)),
         RuleGroup("inference-latency", _latency_rules(w)),
+        RuleGroup("inference-autoscaling", _autoscaling_rules(w)),
         RuleGroup("inference-slo", _slo_rules(slo)),
         RuleGroup("gpu", _gpu_rules()),
         RuleGroup("training", _training_rules()),

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from monitoring.alert_rules import alert_groups, all_alerts
 from monitoring.go_templates import humanize_duration, humanize_percentage
 from monitoring.promql import number
-from monitoring.recording_rules import (CLIENT_HISTOGRAM, CLIENT_OK_OUTCOME, TRAINING_CHECKPOINT_AGE, TRAINING_RUNNING,
-                                        recording_groups)
+from monitoring.recording_rules import (CLIENT_HISTOGRAM, CLIENT_OK_OUTCOME, NVIDIA_K8S_ONPREM_QUEUE_QUERY,
+                                        QUEUE_PER_REQUEST_FLEET, QUEUE_PER_REQUEST_POD, TRAINING_CHECKPOINT_AGE,
+                                        TRAINING_RUNNING, recording_groups)
 from monitoring.slo import SLOConfig, duration_seconds
 from monitoring.targets import TRITON
 
@@ -290,6 +291,43 @@ def _recording_cases(slo: SLOConfig, x: Expect) -> list[Case]:
     return [case]
 
 
+def _autoscaling_cases(slo: SLOConfig, x: Expect) -> list[Case]:
+    """Queue time per request with several models loaded: the case that breaks NVIDIA's k8s-onprem query (#8979).
+
+    Pod a serves three models: ``busy`` gets 8 requests per sample that wait 32 ms each in the queue, ``idle_1`` and
+    ``idle_2`` are loaded but get nothing. Pod b is loaded the same way and idle. The right answer is 32 ms on pod a,
+    0 on pod b and 32 ms for the fleet (only pod a's requests queued). NVIDIA's query averages one ratio per series,
+    six of them, five zero: it reports about a sixth, and an HPA reading it never scales out.
+    """
+    at_s = _seconds(slo.rate_window) + 120
+    at = _t(at_s)
+    k8s = 'job="triton-metrics",namespace="inference"'
+    pods = {"a": f'{k8s},pod="triton-a",instance="10.0.0.1:8002"', "b": f'{k8s},pod="triton-b",instance="10.0.0.2:8002"'}
+    requests, queue_us = 8, 32768      # per sample and per request; powers of two keep every division exact
+    series = {}
+    for pod, labels in pods.items():
+        for model in ("busy", "idle_1", "idle_2"):
+            per_step = requests if (pod, model) == ("a", "busy") else 0
+            base = f'model="{model}",version="1",{labels}'
+            series[f"nv_inference_request_success{{{base}}}"] = counter(per_step)
+            series[f"nv_inference_queue_duration_us{{{base}}}"] = counter(per_step * queue_us)
+    right = x.rate(requests * queue_us) / x.rate(requests) / 1e6
+    # NVIDIA's query at the same instant: delta over 30 s spans two sample steps (windows aligned with samples).
+    steps_30s = 30 // STEP_S
+    nvidia = (requests * queue_us * steps_30s) / (1 + requests * steps_30s) / 6
+    case = Case("autoscaling: queue time per request is right with several models loaded, where NVIDIA's query "
+                "under-reports by the number of loaded models (#8979)", series)
+    case.expr_tests = [
+        {"expr": QUEUE_PER_REQUEST_POD, "eval_time": at, "exp_samples": [
+            {"labels": f'{QUEUE_PER_REQUEST_POD}{{{pods["a"]}}}', "value": right},
+            {"labels": f'{QUEUE_PER_REQUEST_POD}{{{pods["b"]}}}', "value": 0}]},
+        {"expr": QUEUE_PER_REQUEST_FLEET, "eval_time": at, "exp_samples": [
+            {"labels": f'{QUEUE_PER_REQUEST_FLEET}{{{k8s}}}', "value": right}]},
+        {"expr": NVIDIA_K8S_ONPREM_QUEUE_QUERY, "eval_time": at, "exp_samples": [{"labels": "{}", "value": nvidia}]},
+    ]
+    return [case]
+
+
 def _gpu_cases(slo: SLOConfig) -> list[Case]:
     name = "GPUMemoryHigh"
     limit = slo.gpu.max_memory_ratio
@@ -390,7 +428,8 @@ def _training_cases(slo: SLOConfig) -> list[Case]:
 def rule_test_cases(slo: SLOConfig) -> list[Case]:
     x = Expect(slo)
     return [*_latency_cases(slo, x), *_error_cases(slo, x), *_readiness_cases(slo), *_queue_cases(slo, x),
-            *_gpu_cases(slo), *_target_cases(slo), *_training_cases(slo), *_recording_cases(slo, x)]
+            *_gpu_cases(slo), *_target_cases(slo), *_training_cases(slo), *_recording_cases(slo, x),
+            *_autoscaling_cases(slo, x)]
 
 
 def rule_tests_document(slo: SLOConfig, rule_files: list[str]) -> dict:
