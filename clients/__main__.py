@@ -11,6 +11,7 @@ from common.errors import run_cli
 COMMANDS = [
     ("serve", "clients.serve", "start the real Triton server against a model repository and wait for readiness"),
     ("infer", "clients.infer_cli", "send inputs (.npy/.npz/.json, or texts) to a served model and print predictions"),
+    ("embed", "clients.embed_cli", "embed texts with a served embedding model: norms and values, JSON, or a .npy file"),
     ("health", "clients.health_cli", "wait until the server (and a model) is live and ready, or fail naming the URL"),
     ("models", "clients.models_cli", "list the models a server knows, their state, inputs and outputs"),
 ]
@@ -21,6 +22,7 @@ EPILOG = """examples:
   python -m clients models --details
   python -m clients infer --model digits --input images.npy --protocol grpc --json
   python -m clients infer --model textclf_text --text "my parcel never arrived"
+  python -m clients embed --model minilm_text --text "my parcel never arrived" --output vectors.npy
 
 `python -m clients COMMAND --help` explains every option of a command."""
 

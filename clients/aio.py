@@ -7,6 +7,7 @@
     async with AsyncTritonClient("127.0.0.1:8001", protocol="grpc") as client:
         await client.wait_until_ready(timeout=30, model="digits")
         results = await asyncio.gather(*(client.infer("digits", batch) for batch in batches))
+        vectors = (await client.embed("minilm_text", texts)).embeddings   # float32 [len(texts), 384]
 
 One object serves any number of concurrent tasks of its event loop: HTTP keeps a pool of kept-alive connections
 (``connection.http_pool_size``), gRPC multiplexes over one channel. Deadlines, retries, validation and results are
@@ -21,6 +22,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from clients import embeddings as embedding_rules
 from clients.core import ClientCore, PlannedRequest, build_config
 from clients.errors import ClientError, DeadlineExceeded, ModelNotFound, ServerUnavailable
 from clients.model_info import ModelInfo
@@ -145,6 +147,16 @@ class AsyncTritonClient:
             state.step("infer")
             got = await run_async(lambda deadline: self._attempt(plan, deadline), state)
         return self._core.result(plan, got, state)
+
+    async def embed(self, model: str, texts: str | Iterable[str], version: str | None = None,
+                    batch_size: int | None = None) -> InferenceResult:
+        """See :meth:`clients.client.TritonClient.embed`; the requests of one call are in flight together, so the
+        server can batch them."""
+        started = time.monotonic()
+        info = await self.model_info(model, version)
+        output, requests = self._core.embed_requests(info, texts, batch_size)
+        results = await asyncio.gather(*(self.infer(model, request, version, outputs=[output]) for request in requests))
+        return embedding_rules.join(list(results), output, time.monotonic() - started)
 
     async def _attempt(self, plan: PlannedRequest, deadline: float) -> dict[str, np.ndarray]:
         info = plan.info

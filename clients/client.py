@@ -9,6 +9,7 @@
         result = client.infer("digits", images)          # images: float32 [n, 1, 8, 8]
         print(result.labels, result.scores)              # ["3", ...], [0.98, ...]
         client.infer("textclf_text", ["my parcel never arrived"]).labels
+        vectors = client.embed("minilm_text", ["my parcel never arrived"]).embeddings   # float32 [1, 384]
 
 One object keeps its connections (HTTP: a kept-alive pool per thread; gRPC: one channel) and its cache of model
 metadata and configuration, so create it once and share it; it is safe to use from several threads. Every call is
@@ -23,6 +24,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from clients import embeddings as embedding_rules
 from clients.core import ClientCore, PlannedRequest, build_config
 from clients.errors import ClientError, DeadlineExceeded, ModelNotFound, ServerUnavailable
 from clients.model_info import ModelInfo
@@ -162,6 +164,21 @@ class TritonClient:
             state.step("infer")
             got = run_sync(lambda deadline: self._attempt(plan, deadline), state)
         return self._core.result(plan, got, state)
+
+    def embed(self, model: str, texts: str | Iterable[str], version: str | None = None,
+              batch_size: int | None = None) -> InferenceResult:
+        """Embed ``texts`` with ``model``; the vectors are ``result.embeddings`` (float32 ``[len(texts), dims]``).
+
+        ``model`` is a text ensemble (``minilm_text``), or an encoder that takes token ids (``minilm``) when the
+        client was given the model's ``tokenizer.json`` (``tokenizer=...``). Texts are sent in requests of at most
+        ``batch_size`` (and never more than the model's ``max_batch_size``), one after the other; each request has
+        its own deadline and retries, and the answers are joined in order (see :mod:`clients.embeddings`).
+        """
+        started = time.monotonic()
+        info = self.model_info(model, version)
+        output, requests = self._core.embed_requests(info, texts, batch_size)
+        results = [self.infer(model, request, version, outputs=[output]) for request in requests]
+        return embedding_rules.join(results, output, time.monotonic() - started)
 
     def _attempt(self, plan: PlannedRequest, deadline: float) -> dict[str, np.ndarray]:
         info = plan.info

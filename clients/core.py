@@ -12,6 +12,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from clients import embeddings as embedding_rules
 from clients import inputs as input_rules
 from clients.errors import InvalidRequest, ModelNotFound, RegionsLost
 from clients.model_info import ModelInfo, build_model_info
@@ -62,6 +63,7 @@ class ClientCore:
         self._infos: dict[tuple[str, str], ModelInfo] = {}
         self._infos_lock = threading.Lock()
         self._tokenizer: input_rules.Tokenizer | None = None
+        self._encoder: embedding_rules.TokenEncoder | None = None
         self.shm: ShmPool | None = (ShmPool(config.shared_memory, config.cuda_device, config.shared_memory_slots)
                                     if config.shared_memory != "none" else None)
 
@@ -115,6 +117,20 @@ class ClientCore:
         if self._tokenizer is None and self.config.tokenizer is not None:
             self._tokenizer = input_rules.Tokenizer(self.config.tokenizer)
         return self._tokenizer
+
+    def token_encoder(self) -> embedding_rules.TokenEncoder | None:
+        """The configured tokenizer.json as an encoder of several token inputs (for embedding encoders)."""
+        if self._encoder is None and self.config.tokenizer is not None:
+            self._encoder = embedding_rules.TokenEncoder(self.config.tokenizer)
+        return self._encoder
+
+    def embed_requests(self, info: ModelInfo, texts: Any, batch_size: int | None) -> tuple[str, list[Any]]:
+        """The embedding output's name and the inputs of each request an ``embed`` call sends (in order)."""
+        texts = embedding_rules.check_texts(info.name, texts)
+        output = embedding_rules.embedding_output(info)
+        encoder = self.token_encoder() if embedding_rules.takes_tokens(info) else None
+        return output, [embedding_rules.request_inputs(info, chunk, encoder)
+                        for chunk in embedding_rules.chunks(info, texts, batch_size)]
 
     def plan(self, info: ModelInfo, inputs: Any, outputs: Iterable[str] | None) -> PlannedRequest:
         tokenizer = self.tokenizer() if self.config.tokenizer is not None else None

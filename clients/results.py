@@ -9,7 +9,8 @@ How labels and scores are found, first match wins:
 * it returns only ``logits``: the same from their softmax.
 
 A model with none of these (a regression, an embedding) has ``labels`` and ``scores`` set to None and its outputs in
-``outputs``.
+``outputs``. An embedding model's vectors (a float output named ``embedding``, ``embeddings`` or
+``sentence_embedding``, one row per input) are also in ``embeddings`` as float32 ``[rows, dims]``.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from clients.model_info import ModelInfo
 LABEL_OUTPUT, SCORE_OUTPUT = "label", "score"
 PROBABILITY_OUTPUTS = ("probabilities", "probs")
 LOGIT_OUTPUTS = ("logits",)
+EMBEDDING_OUTPUTS = ("embedding", "embeddings", "sentence_embedding")
 
 
 @dataclass
@@ -34,6 +36,7 @@ class InferenceResult:
     labels: list[str] | None = None
     scores: np.ndarray | None = None  # float per row: the probability of ``labels[row]``
     class_index: np.ndarray | None = None  # int per row, when the model returns class scores
+    embeddings: np.ndarray | None = None  # float32 [rows, dims], when the model returns an embedding
     latency_s: float = 0.0  # the whole call, as the caller waited for it
     attempts: int = 1  # inference requests sent (1 unless retried)
     retries: int = 0  # retries of the whole call, reading the model's metadata included
@@ -54,6 +57,9 @@ class InferenceResult:
                                 "latency_ms": round(self.latency_s * 1000.0, 3), "attempts": self.attempts,
                                 "retries": self.retries,
                                 "predictions": rows}
+        if self.embeddings is not None:
+            data["embeddings"] = {"rows": int(self.embeddings.shape[0]), "dims": int(self.embeddings.shape[1]),
+                                  "norms": [round(float(n), 6) for n in np.linalg.norm(self.embeddings, axis=1)]}
         if include_outputs:
             data["outputs"] = {name: _json_array(value) for name, value in self.outputs.items()}
         return data
@@ -89,6 +95,9 @@ def interpret(info: ModelInfo, outputs: dict[str, np.ndarray], protocol: str) ->
         result.scores = flat.max(axis=-1).astype(np.float32)
         names = info.labels
         result.labels = [names[i] if names and i < len(names) else str(int(i)) for i in result.class_index]
+    embedding = next((outputs[n] for n in EMBEDDING_OUTPUTS if n in outputs), None)
+    if embedding is not None and embedding.dtype.kind == "f" and embedding.ndim >= 1:
+        result.embeddings = embedding.astype(np.float32, copy=False).reshape(len(embedding) if embedding.ndim > 1 else 1, -1)
     if LABEL_OUTPUT in outputs and outputs[LABEL_OUTPUT].dtype.kind in ("O", "S", "U"):
         result.labels = _decode(outputs[LABEL_OUTPUT])
         if SCORE_OUTPUT in outputs:
