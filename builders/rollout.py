@@ -3,7 +3,8 @@
 Triton loads the new version beside the serving one and switches traffic only when it is ready, so requests keep
 succeeding. If it cannot load the new version, the old one keeps serving; :func:`load_published` then reports Triton's
 reason and the caller retracts the version from disk, so a restart does not pick up a version that cannot load.
-When the server restricts its admin APIs, the token in ``$TRITON_ADMIN_TOKEN`` is sent in ``triton-admin-token``.
+The model-control API is restricted: the token in ``$TRITON_ADMIN_TOKEN``, else the one ``clients serve`` wrote for the
+server's port (:mod:`clients.admin_token`), is sent in ``triton-admin-token``.
 """
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ from common.errors import UserError
 from clients.serve import ADMIN_HEADER, ADMIN_TOKEN_ENV
 
 
-def _headers() -> dict[str, str]:
-    token = os.environ.get(ADMIN_TOKEN_ENV)
+def _headers(url: str) -> dict[str, str]:
+    """``$TRITON_ADMIN_TOKEN``, else the token a local ``clients serve`` made for this start (clients.admin_token)."""
+    from clients.admin_token import read_token_for
+
+    token = os.environ.get(ADMIN_TOKEN_ENV) or read_token_for(url)
     return {ADMIN_HEADER: token} if token else {}
 
 
@@ -33,13 +37,13 @@ def load_published(url: str, members: Sequence[str], primary: str, version: int,
     client = _client(url, timeout_s)
     try:
         try:
-            if not client.is_server_live(headers=_headers()):
+            if not client.is_server_live(headers=_headers(url)):
                 raise UserError(f"Triton at {url} is not live; nothing was loaded")
         except InferenceServerException as exc:
             raise UserError(f"cannot reach Triton at {url}: {exc.message()}") from None
         for member in members:
             try:
-                client.load_model(member, headers=_headers())
+                client.load_model(member, headers=_headers(url))
             except InferenceServerException as exc:
                 reason = (exc.message() or str(exc)).strip().splitlines()[0]  # Triton appends a Python traceback
                 raise UserError(f"Triton at {url} could not load model {member!r} version {version}: {reason}") from None
@@ -47,7 +51,7 @@ def load_published(url: str, members: Sequence[str], primary: str, version: int,
                 raise UserError(f"loading model {member!r} on Triton at {url} failed: {exc}") from None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if client.is_model_ready(primary, str(version), headers=_headers()):
+            if client.is_model_ready(primary, str(version), headers=_headers(url)):
                 return
             time.sleep(0.2)
         raise UserError(f"Triton at {url} did not report {primary!r} version {version} ready within {timeout_s:.0f} s")
@@ -61,7 +65,7 @@ def resync(url: str, members: Sequence[str], timeout_s: float) -> None:
     try:
         for member in members:
             try:
-                client.load_model(member, headers=_headers())
+                client.load_model(member, headers=_headers(url))
             except Exception:
                 pass
     finally:

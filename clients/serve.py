@@ -11,8 +11,11 @@ What it guarantees:
   with Triton's own ``model_config.proto`` (errors name the model, the file and the field), the ports are free;
 * readiness: it waits for ``/v2/health/ready`` with a timeout, and when Triton fails to load a model it reports Triton's
   own one-line reason from the server log instead of a timeout;
-* safe defaults: every endpoint binds to 127.0.0.1; binding anything else requires an admin token in the environment
-  (``TRITON_ADMIN_TOKEN``), with which the model-control, shared-memory, trace and logging APIs are restricted;
+* safe defaults: every endpoint binds to 127.0.0.1; binding anything else (``--host`` or an address flag in
+  ``extra_args``) requires an admin token in the environment (``TRITON_ADMIN_TOKEN``). The model-control,
+  shared-memory, trace and logging APIs are always restricted: without ``TRITON_ADMIN_TOKEN`` each start makes its own
+  token and hands it to local clients and the builders through a file only this user can read, and the token is
+  overwritten in the server's argument memory once Triton has read it (see :mod:`clients.admin_token`);
 * no leftovers: SIGINT/SIGTERM and normal exit stop the server (SIGTERM, then SIGKILL after a grace period), and the
   server is started with a parent-death signal, so even ``kill -9`` of the launcher does not leave a ``tritonserver``.
 """
@@ -37,11 +40,26 @@ from common.processes import death_signal_for_this_thread
 from common.processes import stop as stop_process
 from common.triton_config import config_path, load_config_file
 from common.triton_install import TritonNotInstalled, ensure_python_backend_stub, locate, server_environment
+from clients import admin_token
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 ADMIN_TOKEN_ENV = "TRITON_ADMIN_TOKEN"
 ADMIN_HEADER = "triton-admin-token"
 RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
+# tritonserver flags that decide where it listens: an address flag, or an endpoint that always binds every interface
+ADDRESS_FLAGS = ("--http-address", "--grpc-address", "--metrics-address")
+ALL_INTERFACE_FLAGS = ("--allow-sagemaker", "--allow-vertex-ai")
+
+
+def flag_values(args: Sequence[str], flag: str) -> list[str]:
+    """Every value given to ``flag`` in ``args``, in both spellings ``--flag=value`` and ``--flag value``."""
+    values = []
+    for i, arg in enumerate(args):
+        if arg.startswith(flag + "="):
+            values.append(arg.split("=", 1)[1])
+        elif arg == flag and i + 1 < len(args):
+            values.append(args[i + 1])
+    return values
 
 
 class ServerConfig(BaseModel):
@@ -49,7 +67,7 @@ class ServerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    repository: Path = Field(description="model repository directory")
+    repository: Path = Field(Path("model_repository"), description="model repository directory")
     host: str = Field("127.0.0.1", description="address every endpoint binds to")
     http_port: int = Field(8000, ge=1, le=65535)
     grpc_port: int = Field(8001, ge=1, le=65535)
@@ -64,10 +82,28 @@ class ServerConfig(BaseModel):
     metrics_interval_ms: int = Field(1000, gt=0)
     http_thread_count: int | None = Field(None, gt=0)
     extra_args: list[str] = Field(default_factory=list, description="passed to tritonserver verbatim")
+    admin_token_dir: Path | None = Field(
+        None, description="where a generated admin token is written (default $TRITON_ADMIN_TOKEN_DIR or "
+                          "~/.cache/inference-platform/triton-admin)")
+
+    def bind_addresses(self) -> list[str]:
+        """Every address Triton will listen on: ``host``, every address flag in ``extra_args`` (Triton takes the last
+        of repeated flags, but all of them are counted), and 0.0.0.0 for endpoints that cannot be bound elsewhere."""
+        addresses = [self.host]
+        for flag in ADDRESS_FLAGS:
+            addresses += flag_values(self.extra_args, flag)
+        for flag in ALL_INTERFACE_FLAGS:
+            if any(v.lower() in ("true", "1", "on", "yes") for v in flag_values(self.extra_args, flag)):
+                addresses.append("0.0.0.0")
+        return addresses
 
     @property
     def exposed(self) -> bool:
-        return self.host not in LOOPBACK
+        return any(address not in LOOPBACK for address in self.bind_addresses())
+
+    @property
+    def exposed_address(self) -> str:
+        return next((a for a in self.bind_addresses() if a not in LOOPBACK), self.host)
 
 
 _LIVE_SERVERS: "weakref.WeakSet[TritonServer]" = weakref.WeakSet()
@@ -108,6 +144,10 @@ class TritonServer:
         self.process: subprocess.Popen | None = None
         self.models: list[str] = []  # names found by the pre-flight check of the last start()
         self._log_handle = None
+        self.admin_token: str | None = None  # the token of the running server (from the environment or generated)
+        self.token_files: list[Path] = []  # where a generated token was written for local clients
+        self.cmdline_exposure: str | None = None  # why the token could not be hidden from the process list, if so
+        self._scrubbed = False
 
     # -- addresses ---------------------------------------------------------------------------------------------------
     @property
@@ -162,11 +202,12 @@ class TritonServer:
                 raise UserError(f"port {port} ({field}) on {cfg.host} is already in use; stop what holds it "
                                 f"(`ss -ltnp 'sport = :{port}'`) or choose another with --{field.replace('_', '-')}")
         if cfg.exposed and not os.environ.get(ADMIN_TOKEN_ENV):
-            raise UserError(f"binding Triton to {cfg.host} exposes it beyond this machine: set {ADMIN_TOKEN_ENV} to a "
+            raise UserError(f"binding Triton to {cfg.exposed_address} exposes it beyond this machine: set {ADMIN_TOKEN_ENV} to a "
                             f"secret so the admin APIs ({', '.join(RESTRICTED_APIS)}) are restricted, or use --host 127.0.0.1")
         return names
 
-    def command(self) -> list[str]:
+    def command(self, token: str | None = None) -> list[str]:
+        """The tritonserver command line; ``token`` (default: ``$TRITON_ADMIN_TOKEN``) restricts the admin APIs."""
         cfg = self.config
         install = locate()
         args = [
@@ -192,7 +233,7 @@ class TritonServer:
             args.append(f"--model-config-name={cfg.config_name}")
         if cfg.model_control == "explicit":
             args += [f"--load-model={m}" for m in cfg.load_models] or ["--load-model=*"]
-        token = os.environ.get(ADMIN_TOKEN_ENV)
+        token = token or os.environ.get(ADMIN_TOKEN_ENV)
         if token:
             restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={token}"
             args += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
@@ -201,11 +242,17 @@ class TritonServer:
     # -- lifecycle -----------------------------------------------------------------------------------------------------
     def start(self) -> "TritonServer":
         self.models = self.preflight()
+        given = os.environ.get(ADMIN_TOKEN_ENV)
+        self.admin_token = given or admin_token.new_token()
+        self._scrubbed, self.cmdline_exposure = False, None
         try:
             ensure_python_backend_stub()
-            command = self.command()
+            command = self.command(self.admin_token)
         except TritonNotInstalled as exc:
             raise UserError(str(exc)) from None
+        if not given:
+            self.token_files = admin_token.write_token(
+                self.admin_token, (self.config.http_port, self.config.grpc_port), self.config.admin_token_dir)
         log_file = self.config.log_file
         log_file.parent.mkdir(parents=True, exist_ok=True)
         self._log_handle = open(log_file, "wb")
@@ -221,17 +268,33 @@ class TritonServer:
         deadline = time.monotonic() + self.config.ready_timeout_s
         ready_url = f"http://{self.http_url}/v2/health/ready"
         while time.monotonic() < deadline:
+            self._hide_token()
             if self.process.poll() is not None:
                 reason = first_error(self.log_text()) or f"tritonserver exited with status {self.process.returncode}"
                 self.stop()
                 raise UserError(f"{reason} (server log: {self.config.log_file})")
             if http_ok(ready_url, timeout=1.0):
+                self._hide_token(parsed=True)
                 return
             time.sleep(0.2)
         reason = first_error(self.log_text())
         self.stop()
         raise UserError(f"Triton was not ready within {self.config.ready_timeout_s:.0f} s"
                         + (f": {reason}" if reason else "") + f" (server log: {self.config.log_file})")
+
+    def _hide_token(self, parsed: bool = False) -> None:
+        """Overwrite the token in tritonserver's argument memory once it has parsed its options (it has when its log
+        has a first line, or when it answers)."""
+        if self._scrubbed or not self.running():
+            return
+        if not parsed:
+            try:
+                parsed = self.config.log_file.stat().st_size > 0
+            except OSError:
+                parsed = False
+        if parsed:
+            self._scrubbed = True
+            self.cmdline_exposure = admin_token.scrub_from_cmdline(self.process.pid, self.admin_token)
 
     def log_text(self) -> str:
         try:
@@ -250,6 +313,9 @@ class TritonServer:
         if self._log_handle:
             self._log_handle.close()
             self._log_handle = None
+        if self.token_files:
+            admin_token.remove_token_files(self.token_files, self.admin_token or "")
+            self.token_files = []
         _LIVE_SERVERS.discard(self)
         return code
 
@@ -271,8 +337,8 @@ def server_version(http_url: str, timeout: float = 2.0) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repository", "--model-repository", dest="repository", default="model_repository",
-                        help="model repository directory (default: model_repository)")
+    parser.add_argument("--repository", "--model-repository", dest="repository",
+                        help="model repository directory (default: the config file's, else model_repository)")
     parser.add_argument("--config", help="TOML/YAML file with ServerConfig fields; flags override it")
     parser.add_argument("--host", help="address to bind (default 127.0.0.1; anything else needs $%s)" % ADMIN_TOKEN_ENV)
     parser.add_argument("--http-port", type=int, help="HTTP port (default 8000)")
@@ -318,6 +384,11 @@ def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = No
         print(f"  gRPC     {server.grpc_url}", flush=True)
         print(f"  metrics  {server.metrics_url}", flush=True)
         print(f"  log      {config.log_file}", flush=True)
+        if server.token_files:
+            print(f"  admin    token for this start in {server.token_files[0].parent} (mode 0600; read by local "
+                  "clients and `python -m builders`)", flush=True)
+        if server.cmdline_exposure:
+            print(f"warning: the admin token stays visible in the process list ({server.cmdline_exposure})", flush=True)
         print("press Ctrl-C to stop", flush=True)
         while server.running():
             time.sleep(0.5)
