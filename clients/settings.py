@@ -94,13 +94,16 @@ class ConnectionSettings(BaseModel):
                           "$TRITON_ADMIN_TOKEN. Sent only on those calls, as 'triton-admin-token' over HTTP and "
                           "'triton-grpc-protocol-triton-admin-token' over gRPC")
 
-    def resolved_admin_token(self) -> str | None:
-        """The token from these settings, else from ``$TRITON_ADMIN_TOKEN`` (the variable the launcher and compose use)."""
+    def resolved_admin_token(self, url: str | None = None) -> str | None:
+        """The token from these settings, else from ``$TRITON_ADMIN_TOKEN`` (the variable the launcher and compose use),
+        else the per-start token a local ``clients serve`` wrote for ``url``'s port (:mod:`clients.admin_token`)."""
         import os
+
+        from clients.admin_token import read_token_for
 
         if self.admin_token is not None and self.admin_token.get_secret_value():
             return self.admin_token.get_secret_value()
-        return os.environ.get(ADMIN_TOKEN_ENV) or None
+        return os.environ.get(ADMIN_TOKEN_ENV) or (read_token_for(url) if url else None)
 
 
 class ClientConfig(BaseModel):

@@ -29,7 +29,7 @@ class AsyncTransport:
         self.policy = policy
         self._underlying = None
         # restricted APIs (repository index, shared memory) carry the admin token; inference calls never do
-        self._admin = self.adapter.admin_kwargs(connection.resolved_admin_token())
+        self._admin = self.adapter.admin_kwargs(connection.resolved_admin_token(url))
 
     @property
     def protocol(self) -> str:

@@ -36,7 +36,7 @@ class SyncTransport(ABC):
         self.connection = connection
         self.policy = policy
         # restricted APIs (repository index, shared memory) carry the admin token; inference calls never do
-        self._admin = self.adapter.admin_kwargs(connection.resolved_admin_token())
+        self._admin = self.adapter.admin_kwargs(connection.resolved_admin_token(url))
 
     @property
     def protocol(self) -> str:

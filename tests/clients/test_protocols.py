@@ -67,7 +67,7 @@ def test_shared_memory_regions_are_reused_and_released(triton, protocol, style):
     url = url_for(triton, protocol)
     with TritonClient(url, protocol) as observer:
         def registered():
-            status = observer._transport._call(2.0, "get_system_shared_memory_status")
+            status = observer._transport._call(2.0, "get_system_shared_memory_status", **observer._transport._admin)
             return len(status) if isinstance(status, list) else len(status.regions)
 
         before = registered()

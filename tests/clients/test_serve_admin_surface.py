@@ -164,3 +164,21 @@ def test_serve_config_file_repository_is_used_and_a_flag_overrides_it_only_when_
     assert config_from_args(serve_args("--config", str(config_file), "--http-port", "9200")).http_port == 9200
     assert config_from_args(serve_args()).repository.name == "model_repository"  # neither: the usual default
     assert ServerConfig().repository.name == "model_repository"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_local_clients_and_the_rollout_use_the_generated_token(explicit_server, protocol, monkeypatch):
+    from builders.rollout import load_published
+    from clients import TritonClient
+    from clients.errors import ClientError
+
+    monkeypatch.delenv(ADMIN_TOKEN_ENV, raising=False)
+    url = explicit_server.grpc_url if protocol == "grpc" else explicit_server.http_url
+    monkeypatch.setenv(admin_token.TOKEN_DIR_ENV, str(explicit_server.config.admin_token_dir))
+    with TritonClient(url, protocol) as client:
+        assert "toy" in {m["name"] for m in client.models()}  # the repository index is a restricted API
+    load_published(explicit_server.http_url, ["toy"], "toy", 1, timeout_s=60)  # model control, as a rollout does
+    monkeypatch.setenv(admin_token.TOKEN_DIR_ENV, str(explicit_server.config.admin_token_dir / "elsewhere"))
+    with TritonClient(url, protocol) as client, pytest.raises(ClientError, match="restricted"):
+        client.models()
