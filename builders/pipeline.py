@@ -162,7 +162,7 @@ def _tensorrt_step(request: BuildRequest, exported, splits, onnx_path: Path, pro
         if trt.mode == "required":
             raise UserError(f"tensorrt.mode is 'required' but {missing}")
         raise Skipped(missing)
-    return tensorrt_build.build_and_verify(exported, splits, onnx_path, profiles, request.settings, out_dir)
+    return tensorrt_build.build_optional(exported, splits, onnx_path, profiles, request.settings, out_dir)
 
 
 def _artifact_settings(config: dict | None) -> dict:
