@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     obs = parser.add_argument_group("observability")
     obs.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (default 0 = off)")
-    obs.add_argument("--metrics-host", help="address the metrics server binds (default 0.0.0.0)")
+    obs.add_argument("--metrics-host", help="address the metrics server binds (default 127.0.0.1)")
     obs.add_argument("--progress", choices=["auto", "on", "off"],
                      help="tqdm progress bar: auto = on a terminal, periodic lines otherwise (default auto)")
 

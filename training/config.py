@@ -65,7 +65,8 @@ class CheckpointConfig(StrictConfig):
 
 class MetricsConfig(StrictConfig):
     port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port; 0 = off")
-    host: str = Field("0.0.0.0", min_length=1)
+    host: str = Field("127.0.0.1", min_length=1,
+                      description="address the metrics server binds; 0.0.0.0 only inside a container (compose)")
 
 
 class ProgressConfig(StrictConfig):

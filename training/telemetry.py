@@ -27,7 +27,7 @@ from common.net import port_in_use
 
 
 class TrainingMetrics:
-    def __init__(self, model: str, port: int, host: str = "0.0.0.0"):
+    def __init__(self, model: str, port: int, host: str = "127.0.0.1"):
         from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
         self.registry = CollectorRegistry()
