@@ -38,6 +38,10 @@ test-fast: $(STAMP)
 dashboards: $(STAMP)
 	$(PY) -m monitoring generate
 
+# deploy/kubernetes: overlay patches from settings.toml, `kubectl kustomize` of every overlay, validation, rendered/*.yaml
+k8s-render: $(STAMP)
+	$(PY) -m deploy render
+
 # validates both stacks without an engine; the secrets only need a value to be checked, not a real one
 compose-config:
 	TRITON_ADMIN_TOKEN=$${TRITON_ADMIN_TOKEN:-config-check} GRAFANA_ADMIN_PASSWORD=$${GRAFANA_ADMIN_PASSWORD:-config-check} \

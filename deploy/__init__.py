@@ -1,0 +1,1 @@
+"""Deployment beyond one machine: Kubernetes manifests (Kustomize) generated from typed settings and validated offline."""
