@@ -26,6 +26,9 @@ class LoadSettings(BaseModel):
     model_version: str = ""
     outputs: list[str] = Field(default_factory=list, description="outputs to request (all when empty)")
     payload_file: str = Field(description=".npz of request payloads (benchmarks.payloads)")
+    embedding_output: str = Field("", description="embedding models: the output every answer is checked on (a "
+                                                  "finite unit vector of embedding_dims values); empty = no check")
+    embedding_dims: int = Field(0, ge=0, description="embedding models: values per vector")
     request_timeout_s: float = Field(10.0, gt=0)
     # load shape
     users: int = Field(16, ge=1)
@@ -45,6 +48,8 @@ class LoadSettings(BaseModel):
     def _shape_fits(self):
         if self.shape == "step" and self.step_users > self.users:
             raise ValueError(f"step_users ({self.step_users}) must not exceed users ({self.users})")
+        if bool(self.embedding_output) != (self.embedding_dims > 0):
+            raise ValueError("embedding_output and embedding_dims go together (both set, or neither)")
         return self
 
     def to_env(self) -> dict[str, str]:

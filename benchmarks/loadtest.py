@@ -29,7 +29,7 @@ from benchmarks import RESULTS_DIR
 from benchmarks.cpu_usage import CpuMeter, children_cpu_seconds, listening_pid
 from benchmarks.load_settings import LoadSettings
 from benchmarks.machine import machine_facts
-from benchmarks.payloads import make_payloads, model_inputs, save_payloads
+from benchmarks.payloads import embedding_output_of, make_payloads, model_inputs, save_payloads
 from benchmarks.triton_stats import StatsWindow, format_step
 from common.config import load_config
 from common.errors import GateFailure, UserError
@@ -252,6 +252,11 @@ def run_loadtest(options: LoadtestOptions) -> dict:
     settings = validate(LoadSettings, settings_data, "load settings")
     http_url = f"{settings.host}:{settings.http_port}"
     inputs, _max_batch = model_inputs(http_url, settings.model)  # stops at once on a missing server or model
+    if not settings.embedding_output:
+        found = embedding_output_of(http_url, settings.model)
+        if found:  # an embedding model: the Locust user checks every answer is a unit vector of the right size
+            settings = settings.model_copy(update={"embedding_output": found[0], "embedding_dims": found[1],
+                                                   "outputs": [found[0]]})
     name = options.name or f"loadtest-{settings.model}-{settings.protocol}"
     results_dir = Path(options.results_dir)
     locust_dir = results_dir / "locust"

@@ -1,4 +1,6 @@
-"""Locust users that call Triton over HTTP (FastHttpUser, binary or JSON tensors) and gRPC (tritonclient).
+"""Locust users that call Triton over HTTP (FastHttpUser, binary or JSON tensors) and gRPC (tritonclient), and their
+embedding-model variants, which also fail every answer that is not a finite unit vector of the expected size (a
+server that answers fast with wrong or empty vectors must not pass a load test).
 
 Request bodies and gRPC input objects are built once per user from the prepared payloads, so the load generator
 spends its CPU on sending requests, not on encoding tensors (on a 2-core machine it shares the CPU with the server).
@@ -16,6 +18,7 @@ from locust import FastHttpUser, User, constant, task
 
 from benchmarks.load_settings import LoadSettings
 from benchmarks.payloads import load_payloads
+from clients.embeddings import vector_problem
 
 grpc_gevent.init_gevent()  # grpcio must cooperate with gevent, or one call blocks every simulated user
 
@@ -77,6 +80,10 @@ class TritonHttpUser(FastHttpUser):
         version = f"/versions/{SETTINGS.model_version}" if SETTINGS.model_version else ""
         self.path = f"/v2/models/{SETTINGS.model}{version}/infer"
 
+    def check(self, resp) -> str | None:
+        """What is wrong with a successful (HTTP 200) answer, or None; the embedding user checks its vectors."""
+        return None
+
     @task
     def infer(self):
         body, headers = next(self.cycle)
@@ -86,6 +93,11 @@ class TritonHttpUser(FastHttpUser):
             if not ok:
                 detail = (resp.text or "")[:200] if resp.text else str(resp.error)
                 resp.failure(f"HTTP {resp.status_code}: {detail}")
+            else:
+                problem = self.check(resp)
+                if problem:
+                    ok = False
+                    resp.failure(problem)
         _record_client_metrics(time.perf_counter() - start, ok)
 
 
@@ -113,6 +125,10 @@ class TritonGrpcUser(User):
     def on_stop(self):
         self.client.close()
 
+    def check(self, result) -> str | None:
+        """What is wrong with a successful answer (a tritonclient ``InferResult``), or None."""
+        return None
+
     @task
     def infer(self):
         from tritonclient.utils import InferenceServerException
@@ -125,9 +141,43 @@ class TritonGrpcUser(User):
             result = self.client.infer(SETTINGS.model, inputs, model_version=SETTINGS.model_version,
                                        outputs=self.outputs, client_timeout=SETTINGS.request_timeout_s)
             length = result.get_response().ByteSize()
+            problem = self.check(result)
+            if problem:
+                error = WrongAnswer(problem)
         except InferenceServerException as exc:
             error = exc
         elapsed = time.perf_counter() - start
         self.environment.events.request.fire(request_type="grpc", name=SETTINGS.model, response_time=elapsed * 1000.0,
                                              response_length=length, exception=error, context={})
         _record_client_metrics(elapsed, error is None)
+
+
+class WrongAnswer(Exception):
+    """A request the server answered, with an answer that fails the user's check (counted as a failure)."""
+
+
+def embedding_problem(vectors, dims: int) -> str | None:
+    if vectors is None:
+        return f"no '{SETTINGS.embedding_output}' output in the answer"
+    return vector_problem(vectors, dims, rows=1)
+
+
+class EmbeddingHttpUser(TritonHttpUser):
+    """:class:`TritonHttpUser` for an embedding model: asks for the embedding output only (binary) and checks it."""
+
+    def check(self, resp) -> str | None:
+        import tritonclient.http as httpclient
+
+        header = resp.headers.get("Inference-Header-Content-Length")
+        try:
+            result = httpclient.InferResult.from_response_body(resp.content, header_length=int(header) if header else None)
+        except Exception as exc:  # a body tritonclient cannot parse is a wrong answer, not a crashed user
+            return f"unreadable answer: {exc}"
+        return embedding_problem(result.as_numpy(SETTINGS.embedding_output), SETTINGS.embedding_dims)
+
+
+class EmbeddingGrpcUser(TritonGrpcUser):
+    """:class:`TritonGrpcUser` for an embedding model: asks for the embedding output only and checks it."""
+
+    def check(self, result) -> str | None:
+        return embedding_problem(result.as_numpy(SETTINGS.embedding_output), SETTINGS.embedding_dims)

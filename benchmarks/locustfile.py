@@ -1,6 +1,7 @@
 """Locust entry point; run it through ``python -m benchmarks loadtest`` (which prepares payloads and settings).
 
-It binds exactly one user class (HTTP or gRPC) and at most one load shape, because Locust picks up every User and the
+It binds exactly one user class (HTTP or gRPC; for an embedding model the variant that checks every vector) and at
+most one load shape, because Locust picks up every User and the
 first LoadTestShape it finds in this module. For more load than one process can generate (one Locust process is
 limited to one core), ``python -m benchmarks loadtest --workers N`` runs Locust's master/worker mode; across hosts,
 start ``locust -f benchmarks/locustfile.py --master`` on one machine and ``--worker --master-host HOST`` on others with
@@ -15,7 +16,11 @@ locust.stats.CSV_STATS_FLUSH_INTERVAL_SEC = 2  # the progress line reads the his
 
 _settings = LoadSettings.from_env()
 
-if _settings.protocol == "grpc":
+if _settings.embedding_output and _settings.protocol == "grpc":
+    from benchmarks.locust_users import EmbeddingGrpcUser  # noqa: F401
+elif _settings.embedding_output:
+    from benchmarks.locust_users import EmbeddingHttpUser  # noqa: F401
+elif _settings.protocol == "grpc":
     from benchmarks.locust_users import TritonGrpcUser  # noqa: F401
 else:
     from benchmarks.locust_users import TritonHttpUser  # noqa: F401

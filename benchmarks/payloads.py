@@ -7,6 +7,10 @@ inputs, so payloads are generated up front from real data where the model is kno
 * ``textclf``: token ids of held-out messages of the generated support-ticket corpus, tokenized with the training run's
   ``tokenizer.json``; either their natural lengths (a realistic mix) or exactly ``seq_len`` tokens;
 * ``textclf_text``: the raw held-out messages as strings;
+* ``minilm_text`` (and any other model whose one input is ``text``): the embedding benchmark's sentences
+  (benchmarks/sentences.py: held-out messages plus longer ones up to 256 tokens) as strings;
+* ``minilm``: the same sentences tokenized with all-MiniLM-L6-v2's tokenizer (``input_ids``, ``attention_mask``,
+  ``token_type_ids``, truncated to 256 tokens), what the ensemble's tokenizer step would send to the encoder;
 * anything else: synthetic values that match the model's metadata.
 
 Each payload is one request: a dict from input name to an array with a leading batch dimension of 1.
@@ -50,7 +54,13 @@ def model_inputs(http_url: str, model: str, timeout_s: float = 5.0) -> tuple[lis
         raise UserError(f"cannot reach Triton at http://{http_url} ({exc}); start it with `python -m clients serve`") from None
     try:
         if not client.is_model_ready(model):
-            index = [m.get("name") for m in client.get_model_repository_index()]
+            import os
+
+            from clients.admin_token import read_token_for  # the index is restricted (clients serve)
+
+            token = os.environ.get("TRITON_ADMIN_TOKEN") or read_token_for(http_url)
+            headers = {"triton-admin-token": token} if token else None
+            index = [m.get("name") for m in client.get_model_repository_index(headers=headers)]
             raise UserError(f"model {model!r} is not ready on http://{http_url} (models there: {', '.join(sorted(set(index))) or 'none'})")
         metadata = client.get_model_metadata(model)
         config = client.get_model_config(model)
@@ -64,6 +74,24 @@ def model_inputs(http_url: str, model: str, timeout_s: float = 5.0) -> tuple[lis
         shape = tuple(int(d) for d in item["shape"])
         specs.append(InputSpec(item["name"], item["datatype"], shape[1:] if max_batch > 0 else shape))
     return specs, max_batch
+
+
+def embedding_output_of(http_url: str, model: str, timeout_s: float = 5.0) -> tuple[str, int] | None:
+    """(output name, dims) when ``model`` returns an embedding (a float output named like one, one vector per row)."""
+    import tritonclient.http as httpclient
+
+    from clients.results import EMBEDDING_OUTPUTS
+
+    client = httpclient.InferenceServerClient(http_url, connection_timeout=timeout_s, network_timeout=timeout_s)
+    try:
+        outputs = client.get_model_metadata(model)["outputs"]
+    finally:
+        client.close()
+    for item in outputs:
+        dims = [int(d) for d in item["shape"]]
+        if item["name"] in EMBEDDING_OUTPUTS and item["datatype"].startswith("FP") and dims and dims[-1] > 0:
+            return item["name"], dims[-1]
+    return None
 
 
 def _digits_images(n: int, seed: int) -> list[np.ndarray]:
@@ -138,6 +166,17 @@ def make_payloads(model: str, inputs: list[InputSpec], n: int = 512, seed: int =
     elif source == "textclf_text" and names == ["text"]:
         texts = _held_out_texts(n, run_dir, seed)
         columns = {"text": [np.array([[t.encode("utf-8")]], dtype=np.object_) for t in texts]}
+    elif source != "synthetic" and names == ["text"] and inputs[0].datatype == "BYTES":
+        from benchmarks.sentences import benchmark_sentences
+
+        columns = {"text": [np.array([[t.encode("utf-8")]], dtype=np.object_) for t in benchmark_sentences(n, seed)]}
+    elif source == "minilm" and set(names) <= {"input_ids", "attention_mask", "token_type_ids"} and "input_ids" in names:
+        from benchmarks.sentences import MAX_TOKENS, benchmark_sentences, minilm_dir
+        from clients.embeddings import TokenEncoder
+
+        encoder = TokenEncoder(minilm_dir() / "tokenizer.json", MAX_TOKENS)
+        encoded = [encoder.encode([t]) for t in benchmark_sentences(n, seed)]
+        columns = {name: [e[name] for e in encoded] for name in names}
     else:
         rng = np.random.default_rng(seed)
         columns = {spec.name: _synthetic(spec, n, rng, seq_len) for spec in inputs}

@@ -153,3 +153,17 @@ def join(results: list[InferenceResult], output: str, latency_s: float) -> Infer
                              retries=sum(r.retries for r in results), extra={"requests": len(results)})
     joined.embeddings = np.asarray(outputs[output], dtype=np.float32).reshape(len(outputs[output]), -1)
     return joined
+
+
+def vector_problem(vectors: Any, dims: int, rows: int, tolerance: float = 1e-3) -> str | None:
+    """Why ``vectors`` is not ``rows`` finite, L2-normalised vectors of ``dims`` values (None when it is): what a load
+    test checks on every answer of an embedding model."""
+    vectors = np.asarray(vectors)
+    if vectors.shape != (rows, dims):
+        return f"embedding shape {list(vectors.shape)}, expected [{rows}, {dims}]"
+    if not np.isfinite(vectors).all():
+        return "embedding has NaN or infinite values"
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+    if np.abs(norms - 1.0).max() > tolerance:
+        return f"embedding norm {norms.min():.4f}..{norms.max():.4f}, expected 1 (L2-normalised)"
+    return None
