@@ -162,6 +162,21 @@ def check_compatible(meta: PlanMetadata, host: HostInfo, source: str = "model.pl
     return problems
 
 
+def version_compatible_plans(repository: str | Path) -> list[Path]:
+    """Plans in a model repository (``<model>/<version>/*.plan``) whose metadata says they were built
+    version-compatible. Triton's TensorRT backend loads those only with ``--backend-config=tensorrt,
+    version-compatible=true`` (it then lets its runtime deserialize engines that carry host code)."""
+    root = Path(repository)
+    found = []
+    for meta_file in sorted(root.glob("*/*/*.plan" + METADATA_SUFFIX)) if root.is_dir() else []:
+        try:
+            if json.loads(meta_file.read_text(encoding="utf-8")).get("version_compatible") is True:
+                found.append(meta_file.with_name(meta_file.name[: -len(METADATA_SUFFIX)]))
+        except (OSError, ValueError):
+            continue  # unreadable metadata is the linter's and the compatibility check's business
+    return found
+
+
 def ensure_compatible(meta: PlanMetadata, host: HostInfo | None = None, source: str = "model.plan") -> None:
     problems = check_compatible(meta, host or host_info(), source)
     if problems:

@@ -40,6 +40,7 @@ from common.processes import death_signal_for_this_thread
 from common.processes import stop as stop_process
 from common.triton_config import config_path, load_config_file
 from common.triton_install import TritonNotInstalled, ensure_python_backend_stub, locate, server_environment
+from builders.tensorrt_meta import version_compatible_plans
 from clients import admin_token
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -233,6 +234,8 @@ class TritonServer:
             args.append(f"--model-config-name={cfg.config_name}")
         if cfg.model_control == "explicit":
             args += [f"--load-model={m}" for m in cfg.load_models] or ["--load-model=*"]
+        if version_compatible_plans(cfg.repository):  # Triton's TensorRT runtime must accept their lean-runtime code
+            args.append("--backend-config=tensorrt,version-compatible=true")
         token = token or os.environ.get(ADMIN_TOKEN_ENV)
         if token:
             restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={token}"

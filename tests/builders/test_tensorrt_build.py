@@ -162,3 +162,22 @@ def test_the_data_fingerprint_sees_values_shapes_and_order():
     assert fingerprint_batches(base[::-1]) != fingerprint_batches(base)
     assert fingerprint_batches([{"input_ids": base[0]["input_ids"].reshape(16, 8)}]) != \
         fingerprint_batches([{"input_ids": base[0]["input_ids"]}])
+
+
+def test_triton_is_started_with_version_compatibility_only_when_a_served_plan_needs_it(tmp_path):
+    """Real: the launcher's command line (clients.serve.TritonServer.command) for a repository on disk."""
+    import json
+
+    from clients.serve import ServerConfig, TritonServer
+    from builders.tensorrt_meta import version_compatible_plans
+
+    version = tmp_path / "repo" / "textclf" / "3"
+    version.mkdir(parents=True)
+    (version / "model.plan").write_bytes(b"plan")
+    meta = version / "model.plan.json"
+    flag = "--backend-config=tensorrt,version-compatible=true"
+    command = lambda: TritonServer(ServerConfig(repository=tmp_path / "repo")).command(token="t")  # noqa: E731
+    meta.write_text(json.dumps({"version_compatible": False}))
+    assert version_compatible_plans(tmp_path / "repo") == [] and flag not in command()
+    meta.write_text(json.dumps({"version_compatible": True}))
+    assert version_compatible_plans(tmp_path / "repo") == [version / "model.plan"] and flag in command()
