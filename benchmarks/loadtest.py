@@ -198,6 +198,18 @@ def _run_locust(options: LoadtestOptions, settings: LoadSettings, prefix: Path, 
     return procs[0].returncode, log_path
 
 
+def _request_counts(history: list[dict[str, str]]) -> list[list[float]]:
+    """``[unix time, requests so far]`` from Locust's per-second history, for the seconds that counted requests: when
+    the load really ran (Locust starts some seconds after the command), so a server-side figure can be compared with
+    Locust's over exactly the same span."""
+    counts = []
+    for r in history:
+        t, n = _num(r.get("Timestamp")), _num(r.get("Total Request Count"))
+        if r.get("Name") == "Aggregated" and t is not None and n:
+            counts.append([t, n])
+    return counts
+
+
 def _plot(history: list[dict[str, str]], path: Path, title: str) -> Path | None:
     rows = [r for r in history if r.get("Name") == "Aggregated"]
     if len(rows) < 2:
@@ -317,7 +329,9 @@ def run_loadtest(options: LoadtestOptions) -> dict:
         "workers": options.workers,
         "duration_s": round(wall, 1),
     }
-    plot = _plot(_read_csv(Path(f"{prefix}_stats_history.csv")), results_dir / f"{name}.png",
+    history = _read_csv(Path(f"{prefix}_stats_history.csv"))
+    row["request_counts"] = _request_counts(history)
+    plot = _plot(history, results_dir / f"{name}.png",
                  f"{settings.model} over {row['protocol']}, {settings.shape} load, {settings.users} users")
     gate_problems = check_gate(row, options.gate)
     document = {"result": row, "gate": {**options.gate.model_dump(), "passed": not gate_problems,

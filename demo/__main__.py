@@ -8,6 +8,7 @@ process is left behind.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from common.errors import UserError, run_cli
 from common.processes import death_signal_for_this_thread
 from common.processes import stop as stop_process
 from demo.config import DEFAULT_CONFIG, ROOT, DemoConfig
+from demo.panel_check import compare_with_locust, describe, rate_window_for
 from demo.queries import query_models
 from demo.report import write_report
 
@@ -115,10 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         t = time.monotonic()
         banner(5, total, f"load test: Locust, {config.load.users} users for {config.load.duration_s:g} s on "
                          f"{config.load.model} over {config.load.protocol}, Prometheus watching")
+        rate_window = rate_window_for(config.load.duration_s)
         prometheus = LocalPrometheus(LocalPrometheusConfig(
             targets={"triton": [f"127.0.0.1:{config.metrics_port}"],
                      "clients": [f"127.0.0.1:{config.client_metrics_port}"]},
-            port=config.prometheus_port))
+            port=config.prometheus_port, rate_window=rate_window))
         with prometheus:
             print(f"Prometheus: {prometheus.url}", flush=True)
             load_start = time.time()
@@ -140,7 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             panels_dir = config.results_dir / "demo-panels"
             run_command(["python", "-m", "monitoring", "panels", "--prometheus", prometheus.url,
                          "--start", f"{load_start - 10:.0f}", "--end", f"{load_end:.0f}", "--out", str(panels_dir),
-                         "--expect", "triton"], "rendering the monitoring panels")
+                         "--expect", "triton", "--step", "1"], "rendering the monitoring panels")
+            load_result = json.loads((ROOT / config.results_dir / f"{load_name}.json").read_text())["result"]
+            agreement = compare_with_locust(prometheus.api, config.load.model, rate_window, load_result,
+                                            ROOT / panels_dir)
+            print(describe(agreement), flush=True)
         report = write_report(config, version, queries, ROOT / config.results_dir / f"{load_name}.json",
                               panels_dir, timings)
     if server.running():

@@ -59,6 +59,11 @@ def write_report(config: DemoConfig, server_version: str, queries: dict, load_js
     overview = ROOT / panels_dir / "overview.png"
     if overview.is_file():
         lines += ["## Monitoring panels (from Prometheus)", "", f"![panels]({_rel(overview, results_dir)})", ""]
+        agreement = ROOT / panels_dir / "agreement.json"
+        if agreement.is_file():
+            from demo.panel_check import describe
+
+            lines += [describe(json.loads(agreement.read_text())) + ".", ""]
     lines += ["## Timings", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {name} | {seconds:.0f} |" for name, seconds in timings.items()]
     atomic_write_text(out, "\n".join(lines) + "\n")

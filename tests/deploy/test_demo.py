@@ -40,7 +40,7 @@ epochs = 2
 model = "digits"
 protocol = "grpc"
 users = 4
-duration_s = 6
+duration_s = 12
 """)
     return config
 
@@ -66,6 +66,10 @@ def test_the_demo_runs_end_to_end_then_resumes_and_ctrl_c_leaves_no_server(tmp_p
     assert load["requests"] > 0 and load["errors"] == 0
     panels = json.loads((tmp_path / "results" / "demo-panels" / "panels.json").read_text())
     assert panels, "the Prometheus panels were rendered"
+    # the request-rate panel's steady state agrees with what Locust measured (the rate window fits the run)
+    agreement = json.loads((tmp_path / "results" / "demo-panels" / "agreement.json").read_text())
+    assert agreement["points"] >= 3, agreement
+    assert abs(agreement["ratio"] - 1) <= 0.10, agreement
 
     # a second run confirms the finished training run and publishes nothing new; interrupt it once Triton is up
     proc = subprocess.Popen([sys.executable, "-m", "demo", "--config", str(config)], cwd=ROOT, stdout=subprocess.PIPE,
