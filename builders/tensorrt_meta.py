@@ -86,18 +86,36 @@ def read_metadata(plan: str | Path) -> PlanMetadata:
 
 @dataclass(frozen=True)
 class HostInfo:
-    """The TensorRT version and GPUs at hand (empty when absent)."""
+    """The TensorRT version and the GPUs this process can use (empty when absent), in CUDA's visible order."""
 
     tensorrt_version: str | None
     gpus: tuple[tuple[str, str], ...]  # (name, compute capability "9.0")
 
 
+def _visible(entries: list[str] | None, index: int, uuid: str) -> bool:
+    """Whether NVML device ``index`` / ``uuid`` is among ``CUDA_VISIBLE_DEVICES`` (None: the variable is unset)."""
+    if entries is None or any(not (e.isdigit() or e.startswith("GPU-")) for e in entries):
+        return True  # unset, or MIG instance ids NVML's device list cannot be matched against: keep every GPU
+    for entry in entries:
+        if entry.isdigit() and int(entry) == index:
+            return True
+        if entry.startswith("GPU-") and uuid.startswith(entry):
+            return True
+    return False
+
+
 def host_info() -> HostInfo:
+    """This host's TensorRT and the GPUs CUDA will use: NVML lists every GPU of the machine (or of the container),
+    so ``CUDA_VISIBLE_DEVICES`` (indices or ``GPU-`` UUID prefixes) narrows the list the way CUDA and Triton do."""
+    import os
+
     trt_version = None
     if importlib.util.find_spec("tensorrt") is not None:
         import tensorrt
 
         trt_version = tensorrt.__version__
+    visible_env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    entries = None if visible_env is None else [e.strip() for e in visible_env.split(",") if e.strip()]
     gpus: list[tuple[str, str]] = []
     try:
         import pynvml
@@ -106,6 +124,10 @@ def host_info() -> HostInfo:
         try:
             for index in range(pynvml.nvmlDeviceGetCount()):
                 handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+                uuid = pynvml.nvmlDeviceGetUUID(handle)
+                uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
+                if not _visible(entries, index, uuid):
+                    continue
                 name = pynvml.nvmlDeviceGetName(handle)
                 major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
                 gpus.append((name.decode() if isinstance(name, bytes) else name, f"{major}.{minor}"))
@@ -152,13 +174,23 @@ def check_compatible(meta: PlanMetadata, host: HostInfo, source: str = "model.pl
                 fits.append(_cc(cc) >= (8, 0))
             else:
                 fits.append(_cc(cc) == want_cc)
+        need = ("an Ampere or newer GPU" if meta.hardware_compatibility == "ampere_plus"
+                else f"compute capability {meta.compute_capability}")
         if not any(fits):
             names = ", ".join(f"{n} (compute capability {c})" for n, c in host.gpus)
-            need = ("an Ampere or newer GPU" if meta.hardware_compatibility == "ampere_plus"
-                    else f"compute capability {meta.compute_capability}")
             problems.append(f"{source}: {built}, but this host has {names}; the plan needs {need}: rebuild it on "
                             "this GPU (`python -m builders tensorrt ...`), or build with "
                             "tensorrt.hardware_compatibility = \"ampere_plus\"")
+        elif not all(fits):
+            # Triton places a KIND_GPU instance group on every visible GPU: one that cannot run the plan fails the load
+            good = ",".join(str(i) for i, ok in enumerate(fits) if ok)
+            bad = ", ".join(f"GPU {i} {n} (compute capability {c})"
+                            for i, ((n, c), ok) in enumerate(zip(host.gpus, fits)) if not ok)
+            problems.append(f"{source}: {built}, but this host mixes GPUs and {bad} cannot run it (the plan needs "
+                            f"{need}, and Triton places instances on every visible GPU): make only the matching GPUs "
+                            f"visible to the builder and to Triton (CUDA_VISIBLE_DEVICES={good}, or "
+                            "NVIDIA_VISIBLE_DEVICES / the compose device list), or build with "
+                            "tensorrt.hardware_compatibility = \"ampere_plus\" when every GPU is Ampere or newer")
     return problems
 
 

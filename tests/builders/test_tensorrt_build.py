@@ -181,3 +181,31 @@ def test_triton_is_started_with_version_compatibility_only_when_a_served_plan_ne
     assert version_compatible_plans(tmp_path / "repo") == [] and flag not in command()
     meta.write_text(json.dumps({"version_compatible": True}))
     assert version_compatible_plans(tmp_path / "repo") == [version / "model.plan"] and flag in command()
+
+
+def test_a_mixed_gpu_host_is_refused_when_any_visible_gpu_cannot_run_the_plan():
+    """Real check (builders.tensorrt_meta.check_compatible) on a described host: one matching GPU is not enough,
+    because Triton places the plan's instances on every visible GPU."""
+    from builders.tensorrt_meta import HostInfo, PlanMetadata, check_compatible
+
+    meta = PlanMetadata(tensorrt_version="10.7.0", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0",
+                        precision="fp16", profiles=[], inputs=[], outputs=[], onnx_sha256="a" * 64,
+                        plan_sha256="b" * 64, workspace_mib=2048, optimization_level=3, built_at="2026-01-01")
+    h100, l4 = ("NVIDIA H100 80GB HBM3", "9.0"), ("NVIDIA L4", "8.9")
+    assert check_compatible(meta, HostInfo("10.7.0", (h100, h100))) == []
+    problems = check_compatible(meta, HostInfo("10.7.0", (h100, l4, h100)))
+    assert len(problems) == 1 and "GPU 1 NVIDIA L4 (compute capability 8.9) cannot run it" in problems[0]
+    assert "CUDA_VISIBLE_DEVICES=0,2" in problems[0]
+    relaxed = meta.model_copy(update={"hardware_compatibility": "ampere_plus"})
+    assert check_compatible(relaxed, HostInfo("10.7.0", (h100, l4))) == []
+    assert "GPU 1 Tesla T4" in check_compatible(relaxed, HostInfo("10.7.0", (h100, ("Tesla T4", "7.5"))))[0]
+
+
+def test_the_gpus_checked_are_the_ones_cuda_visible_devices_leaves_visible():
+    from builders.tensorrt_meta import _visible
+
+    assert _visible(None, 3, "GPU-abc")  # unset: every GPU
+    assert _visible(["0", "2"], 2, "GPU-x") and not _visible(["0", "2"], 1, "GPU-x")
+    assert _visible(["GPU-8f2a"], 5, "GPU-8f2a11-22") and not _visible(["GPU-8f2a"], 0, "GPU-1234")
+    assert not _visible([], 0, "GPU-1234")  # set but empty: none
+    assert _visible(["MIG-4f1c"], 0, "GPU-1234")  # MIG ids cannot be mapped to NVML devices: no narrowing
