@@ -17,7 +17,6 @@ any other NVML error increments ``gpu_exporter_read_errors_total{reading}`` and 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from common.errors import UserError
+from common.foreground import stop_requested
 from common.net import port_in_use
 
 GPU_LABELS = ("gpu", "gpu_uuid", "name", "gpu_instance")
@@ -201,14 +201,12 @@ def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = No
     if port_in_use(args.port, args.host):
         raise UserError(f"port {args.port} on {args.host} is already in use; choose another with --port")
     server, thread = start_http_server(args.port, addr=args.host, registry=reg)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    generate_latest(reg)
-    gpus, reason = collector.last_status
-    found = f"{gpus} GPU(s) found" if gpus else f"no GPU: {reason}"
-    print(f"GPU exporter on http://{args.host}:{args.port}/metrics ({found})", flush=True)
-    stop.wait()
+    with stop_requested() as stop:
+        generate_latest(reg)
+        gpus, reason = collector.last_status
+        found = f"{gpus} GPU(s) found" if gpus else f"no GPU: {reason}"
+        print(f"GPU exporter on http://{args.host}:{args.port}/metrics ({found})", flush=True)
+        stop.wait()
     server.shutdown()
     thread.join(timeout=5)
     return 0

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -29,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from common.errors import UserError
 from common.files import atomic_write_text
+from common.foreground import foreground
 from common.net import port_in_use
 from common.processes import death_signal_for_this_thread
 from common.processes import stop as stop_process
@@ -257,23 +257,10 @@ def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = No
     config = config_from_args(args)
     prometheus = LocalPrometheus(config)
 
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    def start() -> None:
         prometheus.start()
         print(f"Prometheus ready at {prometheus.url} (rules from {config.slo_file})", flush=True)
         for problem in report_targets(prometheus.wait_for_scrapes(args.wait_targets)):
             print(f"warning: {problem}", flush=True)
-        print("press Ctrl-C to stop", flush=True)
-        while prometheus.running():
-            time.sleep(0.5)
-        raise UserError(f"Prometheus exited unexpectedly: {prometheus._last_log_line()}")
-    except KeyboardInterrupt:
-        print("stopping Prometheus…", flush=True)
-        return 0
-    finally:
-        prometheus.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+
+    return foreground("Prometheus", start, prometheus.running, prometheus.stop, prometheus._last_log_line)
