@@ -74,6 +74,27 @@ def build_parser() -> argparse.ArgumentParser:
                      help="any configuration field by dotted name, value as JSON or text, repeatable: "
                           "--set data.train_size=4000 --set arch.layers=1 --set schedule.kind=plateau")
 
+    ft = parser.add_argument_group("fine-tuning a pretrained encoder (model hf_classifier)")
+    ft.add_argument("--from-pretrained", metavar="DIR",
+                    help="Hugging Face model directory (config.json, model.safetensors, tokenizer.json) to fine-tune; "
+                         "loaded from disk only")
+    ft.add_argument("--task", choices=["classification"], help="what to fine-tune for (default classification: a "
+                                                               "linear head on the pooled encoder output)")
+    ft.add_argument("--data", metavar="TRAIN.jsonl", help='labelled training records, {"text": ..., "label": ...} per line')
+    ft.add_argument("--val-data", metavar="VAL.jsonl",
+                    help="validation records (default: --val-fraction of each class held out of --data, by hash)")
+    ft.add_argument("--test-data", metavar="TEST.jsonl", help="records for the final test metrics (default: validation)")
+    ft.add_argument("--val-fraction", type=float, help="share of --data held out for validation (default 0.1)")
+    ft.add_argument("--labels", help="comma-separated class names in output order (default: sorted training labels)")
+    ft.add_argument("--max-length", type=int, help="tokens per text, longer ones are truncated (default 128)")
+    ft.add_argument("--name", help="model name in the manifest (default: from the directory name)")
+    ft.add_argument("--lora", action="store_true", default=None,
+                    help="train LoRA adapters (peft) and the head only, instead of every weight")
+    ft.add_argument("--lora-rank", type=int, help="LoRA rank r (default 8)")
+    ft.add_argument("--lora-alpha", type=float, help="LoRA scaling alpha (default 16)")
+    ft.add_argument("--lora-dropout", type=float, help="dropout on the LoRA input (default 0.1)")
+    ft.add_argument("--lora-targets", help="comma-separated module names that get adapters (default query,value)")
+
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--batch-size", type=int, help="global micro-batch size over all processes (default 64)")
     opt.add_argument("--eval-batch-size", type=int, help="batch size for validation/test passes (default 256)")
@@ -127,11 +148,53 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "sidecar.enabled": args.sidecar, "sidecar.watch_dir": args.watch_dir,
         "sidecar.poll_seconds": args.poll_seconds, "sidecar.epochs_per_round": args.epochs_per_round,
     }
+    values.update(finetune_overrides(args))
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set data.train_size=4000")
         values[key.strip()] = _override_value(value)
+    return values
+
+
+FINETUNE_LR = {"full": 5e-5, "lora": 1e-3}  # the from-scratch default (3e-3) would wreck pretrained weights
+
+
+def _absolute(path: str | None) -> str | None:
+    from pathlib import Path
+
+    return str(Path(path).expanduser().resolve()) if path else None
+
+
+def finetune_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The fine-tuning flags as hf_classifier configuration (paths made absolute: the run's identity records them)."""
+    lora_flags = {"rank": args.lora_rank, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
+                  "target_modules": [t.strip() for t in args.lora_targets.split(",") if t.strip()]
+                  if args.lora_targets is not None else None}
+    given = [f"--{k.replace('_modules', 's').replace('_', '-')}" for k, v in lora_flags.items() if v is not None]
+    tuning = [args.task, args.data, args.val_data, args.test_data, args.val_fraction, args.labels, args.max_length,
+              args.name, args.lora]
+    if args.from_pretrained is None:
+        if any(v is not None for v in tuning) or given:
+            raise UserError("--task, --data, --lora and the other fine-tuning flags need --from-pretrained DIR")
+        return {}
+    if args.model not in (None, "hf_classifier"):
+        raise UserError(f"--from-pretrained fine-tunes model hf_classifier; drop --model {args.model}")
+    if args.data is None and not args.config:
+        raise UserError("--from-pretrained needs --data TRAIN.jsonl (labelled {\"text\": ..., \"label\": ...} lines)")
+    if given and not args.lora:
+        raise UserError(f"{', '.join(given)} set{'s' if len(given) == 1 else ''} LoRA options: add --lora")
+    values: dict[str, Any] = {
+        "model": "hf_classifier", "arch.pretrained": _absolute(args.from_pretrained), "arch.task": args.task,
+        "arch.max_length": args.max_length, "arch.name": args.name,
+        "data.train": _absolute(args.data), "data.val": _absolute(args.val_data), "data.test": _absolute(args.test_data),
+        "data.val_fraction": args.val_fraction,
+        "data.labels": [x.strip() for x in args.labels.split(",")] if args.labels is not None else None,
+    }
+    if args.lora:
+        values["arch.lora"] = {k: v for k, v in lora_flags.items() if v is not None}
+    if args.lr is None and not args.config:
+        values["optimizer.lr"] = FINETUNE_LR["lora" if args.lora else "full"]
     return values
 
 

@@ -19,7 +19,7 @@ from common.files import atomic_write_bytes, atomic_write_text, sha256_bytes, sh
 from common.manifest import (TOKENIZER_NAME, WEIGHTS_NAME, CheckpointRef, FileRef, Manifest, read_manifest,
                              write_manifest)
 from training import models
-from training.models.base import ModelSpec, Splits
+from training.models.base import ExportFiles, ModelSpec, Splits
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,30 +59,33 @@ def export_weights(
     for key, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise UserError(f"refusing to export {run_dir / WEIGHTS_NAME}: weight {key!r} has non-finite values")
-    # One metadata entry only: safetensors keeps metadata in a hash map whose order changes from process to process,
-    # and the same weights must give the same bytes (resume equivalence is checked byte for byte). The model name
-    # and everything else about the weights is in manifest.json.
-    blob = save_safetensors(state, metadata={"format": "pt"})
-    atomic_write_bytes(run_dir / WEIGHTS_NAME, blob)
-    tokenizer_ref = None
-    if "tokenizer_json" in splits.artifacts:
-        text = splits.artifacts["tokenizer_json"]
-        atomic_write_text(run_dir / TOKENIZER_NAME, text)
-        tokenizer_ref = FileRef(file=TOKENIZER_NAME, sha256=sha256_bytes(text.encode("utf-8")))
+    files = spec.export_files(run_dir, arch, model, splits)
+    if files is None:
+        # One metadata entry only: safetensors keeps metadata in a hash map whose order changes from process to
+        # process, and the same weights must give the same bytes (resume equivalence is checked byte for byte). The
+        # model name and everything else about the weights is in manifest.json.
+        blob = save_safetensors(state, metadata={"format": "pt"})
+        atomic_write_bytes(run_dir / WEIGHTS_NAME, blob)
+        tokenizer_ref = None
+        if "tokenizer_json" in splits.artifacts:
+            text = splits.artifacts["tokenizer_json"]
+            atomic_write_text(run_dir / TOKENIZER_NAME, text)
+            tokenizer_ref = FileRef(file=TOKENIZER_NAME, sha256=sha256_bytes(text.encode("utf-8")))
+        files = ExportFiles(weights=FileRef(file=WEIGHTS_NAME, sha256=sha256_bytes(blob)), tokenizer=tokenizer_ref)
     manifest = Manifest(
-        model=spec.name,
-        arch=arch.model_dump(mode="json"),
+        model=files.model or spec.name,
+        arch=files.arch if files.arch is not None else arch.model_dump(mode="json"),
         inputs=spec.inputs(arch),
         outputs=spec.outputs(arch),
         labels=splits.labels,
-        weights=FileRef(file=WEIGHTS_NAME, sha256=sha256_bytes(blob)),
-        tokenizer=tokenizer_ref,
+        weights=files.weights,
+        tokenizer=files.tokenizer,
         preprocessing=spec.preprocessing(arch, splits),
-        metrics={k: float(v) for k, v in metrics.items()},
+        metrics={**{k: float(v) for k, v in metrics.items()}, **files.metrics},
         data_version=splits.version,
         code_version=code_version(),
         parent_checkpoint=parent,
-        training={**training_config, "data": data_cfg.model_dump(mode="json")},
+        training={**training_config, "data": data_cfg.model_dump(mode="json"), **files.training},
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     write_manifest(run_dir, manifest)

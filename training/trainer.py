@@ -35,7 +35,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from common.errors import UserError
 from common.files import atomic_write_text
-from common.manifest import MANIFEST_NAME, WEIGHTS_NAME, CheckpointRef, read_manifest
+from common.manifest import MANIFEST_NAME, CheckpointRef, read_manifest
 from training import incoming, models, rng
 from training.batches import BatchPlanner, collate_indices, eval_batches, sample_lengths
 from training.checkpoint import CheckpointInvalid, CheckpointStore, checkpoint_name, decode, parse_name
@@ -50,6 +50,11 @@ from training.telemetry import TrainingMetrics
 
 METRICS_LOG = "metrics.jsonl"
 CURVES_PNG = "training_curves.png"
+
+# Fault injection for tests: ``TRAINING_FAULT_KILL_AFTER_STEP=K`` makes the process SIGKILL itself right after
+# optimizer step K (and the checkpoint, if one was due at K): a kill -9 at a deterministic point of the run.
+_KILL_AFTER_STEP = int(os.environ["TRAINING_FAULT_KILL_AFTER_STEP"]) if os.environ.get(
+    "TRAINING_FAULT_KILL_AFTER_STEP") else None
 
 
 class TrainingDiverged(UserError):
@@ -206,8 +211,10 @@ class Trainer:
         else:
             self.schedule.start_segment(0, self.steps_for_epochs(self.state.epochs_target))
         params = sum(p.numel() for p in self.module.parameters())
+        trainable = sum(p.numel() for p in self.module.parameters() if p.requires_grad)
+        counts = f"{params:,} parameters" + (f" ({trainable:,} trainable)" if trainable != params else "")
         precision = {None: "float32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast + GradScaler"}
-        _log(ctx, f"model {config.model}: {params:,} parameters, {precision[self.autocast_dtype]}, "
+        _log(ctx, f"model {config.model}: {counts}, {precision[self.autocast_dtype]}, "
                   f"{ctx.describe()}, global batch {config.batch_size} x {config.accumulate} accumulation")
         if ctx.distributed:
             _log(ctx, f"pid {os.getpid()} on {socket.gethostname()}", all_ranks=True)
@@ -256,8 +263,9 @@ class Trainer:
         saved = payload.get("artifacts") or {}
         for key, value in self.splits.artifacts.items():
             if key in saved and saved[key] != value:
-                raise UserError(f"the {key} rebuilt from the data differs from the one in the checkpoint (library "
-                                "version change?); resuming would feed the model different ids: use a new --run-dir")
+                raise UserError(f"the {key} of this run ({str(value)[:12]}…) differs from the one in the checkpoint "
+                                f"({str(saved[key])[:12]}…; changed files or a library version change?); resuming "
+                                "would not continue the same training: restore it or use a new --run-dir")
 
     def steps_for_epochs(self, epochs: int) -> int:
         """Optimizer steps in ``epochs`` epochs of the current training set (a short last group counts as one)."""
@@ -291,7 +299,7 @@ class Trainer:
             return False
         payload = decode(blob, self.identity)
         self._check_same_data(payload)
-        self.module.load_state_dict(payload["model"])
+        self.spec.load_checkpoint_state(self.module, payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.schedule.load_state_dict(payload["scheduler"])
         if payload["scaler"] and self.scaler.is_enabled():  # empty when the run so far had no fp16 (e.g. CPU)
@@ -381,6 +389,8 @@ class Trainer:
                     self._checkpoint()
                 if stop_now:
                     return True
+                if _KILL_AFTER_STEP is not None and s.step == _KILL_AFTER_STEP:
+                    os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the kill -9 tests (see below)
         finally:
             progress.close()
         self._end_epoch(time.monotonic() - epoch_started)
@@ -529,7 +539,8 @@ class Trainer:
             payload = {
                 "format": 1, "identity": self.identity, "model_name": self.config.model,
                 "epoch": s.epoch, "position": s.position, "step": s.step, "samples_seen": s.samples_seen,
-                "model": {k: v.detach().to("cpu").clone() for k, v in self.module.state_dict().items()},
+                "model": {k: v.detach().to("cpu").clone()
+                          for k, v in self.spec.checkpoint_state(self.module).items()},
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "rng": [g["rng"] for g in gathered], "partial": [g["partial"] for g in gathered],
@@ -571,7 +582,7 @@ class Trainer:
                 "config": self.config.model_dump(mode="json")}
 
     def _export(self, module: nn.Module, best_only: bool, extra_metrics: dict[str, float] | None = None,
-                parent_name: str | None = None) -> None:
+                parent_name: str | None = None):
         s = self.state
         parent_name = parent_name or (s.best["checkpoint"] if best_only and s.best else
                                       (self.last_checkpoint[0] if self.last_checkpoint else None))
@@ -579,8 +590,8 @@ class Trainer:
         metrics = {"val_accuracy": source.get("val_accuracy", float("nan")), "val_loss": source.get("val_loss", float("nan")),
                    "epoch": float(source.get("epoch", s.epoch)), "step": float(source.get("step", s.step))}
         metrics.update(extra_metrics or {})
-        export_weights(self.run.path, self.spec, self.arch, self.data_cfg, module, self.splits, metrics,
-                       self._training_info(), self._parent_ref(parent_name) if parent_name else None)
+        return export_weights(self.run.path, self.spec, self.arch, self.data_cfg, module, self.splits, metrics,
+                              self._training_info(), self._parent_ref(parent_name) if parent_name else None)
 
     def _export_best_if_stale(self) -> None:
         """After a crash between a best checkpoint and its export, redo the export before training on."""
@@ -599,10 +610,20 @@ class Trainer:
         except CheckpointInvalid as reason:
             _log(self.ctx, f"warning: best checkpoint {s.best['checkpoint']} is unusable ({reason}); not re-exported")
             return
-        module = self.spec.build(self.arch)
-        module.load_state_dict(best.payload["model"])
+        module = self._module_from(best.payload["model"])
         self._export(module, best_only=True)
         _log(self.ctx, f"re-exported the best weights of {s.best['checkpoint']} (the previous export was interrupted)")
+
+    def _module_from(self, state: dict[str, Any]) -> nn.Module:
+        """A fresh module holding checkpointed weights; building it draws no numbers from the run's generators
+        (random initialisation would otherwise shift every later dropout mask of a resumed run)."""
+        saved = rng.capture()
+        try:
+            module = self.spec.build(self.arch)
+        finally:
+            rng.restore(saved)
+        self.spec.load_checkpoint_state(module, state)
+        return module
 
     def finish(self) -> dict[str, Any]:
         """Final export (best or last weights, with test-split metrics), metrics log and curves; rank 0 only."""
@@ -614,8 +635,7 @@ class Trainer:
         if config.checkpoint.export == "best" and s.best:
             try:
                 best = self.store.read(self.run.checkpoints / s.best["checkpoint"])
-                module = self.spec.build(self.arch).to(self.ctx.device)
-                module.load_state_dict(best.payload["model"])
+                module = self._module_from(best.payload["model"]).to(self.ctx.device)
                 parent, source = s.best["checkpoint"], "best"
             except CheckpointInvalid as reason:
                 _log(self.ctx, f"warning: best checkpoint {s.best['checkpoint']} is unusable ({reason}); exporting "
@@ -625,14 +645,14 @@ class Trainer:
             test = self.evaluate(self.splits.test, sample_lengths(self.splits.test), everyone=False)
         finally:
             self.module = saved_module
-        self._export(module, best_only=source == "best",
-                     extra_metrics={"test_accuracy": test["accuracy"], "test_loss": test["loss"]}, parent_name=parent)
+        manifest = self._export(module, best_only=source == "best", parent_name=parent,
+                                extra_metrics={"test_accuracy": test["accuracy"], "test_loss": test["loss"]})
         self._write_metrics_log()
         plot_history(s.history, self.run.path / CURVES_PNG,
                      f"{config.model}: seed {config.seed}, {s.epoch} epochs, test accuracy {100 * test['accuracy']:.2f}%")
         return {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "weights": source,
                 "parent": parent, "manifest": str(self.run.path / MANIFEST_NAME),
-                "safetensors": str(self.run.path / WEIGHTS_NAME)}
+                "safetensors": str(self.run.path / manifest.weights.file)}
 
     def close(self) -> None:
         if self.metrics:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
 import torch
@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 from torch.utils.data import Dataset
 
-from common.manifest import TensorSpec
+from common.manifest import FileRef, TensorSpec
 
 
 class StrictConfig(BaseModel):
@@ -38,6 +38,22 @@ class Splits:
     labels: list[str]
     version: str  # content hash of the data, recorded in the manifest as data_version
     artifacts: dict[str, Any]  # data-derived things the model needs at serving time (e.g. a tokenizer)
+
+
+@dataclass(frozen=True)
+class ExportFiles:
+    """What a spec with its own export format wrote into the run directory (see :meth:`ModelSpec.export_files`).
+
+    ``weights`` and ``tokenizer`` are recorded in the manifest with their SHA-256; ``model`` and ``arch`` replace the
+    spec's name and architecture config there; ``metrics`` and ``training`` are merged into the manifest's fields.
+    """
+
+    weights: FileRef
+    tokenizer: FileRef | None = None
+    model: str | None = None
+    arch: dict[str, Any] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
 
 
 def record_label(record: dict[str, Any], index: int, labels: list[str]) -> int:
@@ -87,6 +103,20 @@ class ModelSpec(ABC):
     def preprocessing(self, arch: Any, splits: Splits) -> dict[str, Any]:
         """Serving hints stored in the manifest (e.g. pad id, maximum sequence length)."""
         return {}
+
+    def checkpoint_state(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        """The tensors a checkpoint must hold to restore ``module``: all of them unless most weights are frozen
+        (a LoRA fine-tune keeps only its adapters and head; the rest is rebuilt from the base model)."""
+        return module.state_dict()
+
+    def load_checkpoint_state(self, module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+        """Put :meth:`checkpoint_state`'s tensors back into a freshly built ``module``."""
+        module.load_state_dict(state)
+
+    def export_files(self, run_dir: Any, arch: Any, module: nn.Module, splits: Splits) -> ExportFiles | None:
+        """Write this model's hand-off files into ``run_dir`` itself, or ``None`` for the default
+        (``model.safetensors`` of the state dict, plus ``tokenizer.json`` when the data has one)."""
+        return None
 
     def decode_records(self, records: list[dict[str, Any]], splits: Splits, arch: Any) -> Dataset:
         """Labelled samples from JSON records (new data for the training sidecar), shaped like ``splits.train``.
