@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import io
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from common.errors import UserError
-from common.files import atomic_write_bytes, atomic_write_json
+from common.files import atomic_write_json
+from common.plots import save_png
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TRANSPORTS = {  # name -> (protocol, shared memory)
@@ -212,10 +212,7 @@ def _plot(rows: list[dict], path: Path, title: str) -> None:
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_png(fig, path)
 
 
 def _benefit(rows: list[dict]) -> dict[str, Any]:

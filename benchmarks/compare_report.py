@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from common.files import atomic_write_json, atomic_write_text
+from common.plots import save_png
 
 TRITON_FAMILIES = ("triton", "tuning")
 
@@ -107,8 +108,7 @@ def _plots(rows: list[dict], latencies: dict, results_dir: Path) -> list[Path]:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(results_dir / name, dpi=110)
-        plt.close(fig)
+        save_png(fig, results_dir / name)
         paths.append(results_dir / name)
     levels = sorted({c for (_, c) in latencies})
     c_cdf = 16 if 16 in levels else levels[-1]
@@ -125,8 +125,7 @@ def _plots(rows: list[dict], latencies: dict, results_dir: Path) -> list[Path]:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(results_dir / "compare_latency_cdf.png", dpi=110)
-    plt.close(fig)
+    save_png(fig, results_dir / "compare_latency_cdf.png")
     return paths + [results_dir / "compare_latency_cdf.png"]
 
 

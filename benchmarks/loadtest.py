@@ -36,6 +36,7 @@ from common.errors import GateFailure, UserError
 from common.files import atomic_write_json
 from common.net import free_port
 from common.processes import stop as stop_process
+from common.plots import save_png
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
@@ -236,10 +237,7 @@ def _plot(history: list[dict[str, str]], path: Path, title: str) -> Path | None:
     ax2.legend(loc="upper left")
     ax1.set_title(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def check_gate(row: dict, gate: GateBudgets) -> list[str]:

@@ -12,14 +12,14 @@ Results: ``benchmarks/results/training_throughput.json`` (+ ``.png``), with the 
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from common.files import atomic_write_bytes, atomic_write_json
+from common.files import atomic_write_json
+from common.plots import save_png
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -105,10 +105,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     ax.set(ylabel="samples / s (training)", title=title)
     ax.set_yscale("log")
     ax.grid(axis="y", alpha=0.3)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_png(fig, path)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,8 +6,8 @@ held-out accuracy (candidate, INT8, serving version) and the parity errors again
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from common.plots import save_png
 
 
 def plot_report(report: dict, path: Path) -> None:
@@ -19,12 +19,14 @@ def plot_report(report: dict, path: Path) -> None:
     int8 = report.get("int8") or {}
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     names, sizes, lat = ["FP32"], [report["onnx"]["size_bytes"] / 1e6], [int8.get("fp32_latency", {}).get("p50_ms", 0)]
-    accs = {"FP32": report["accuracy"]}
+    accs = {"FP32": report["accuracy"]} if report.get("accuracy") is not None else {}
+    metric = (report.get("quality") or {}).get("name") or "accuracy"
     if int8:
         names.append("INT8" + ("" if int8["accepted"] else " (refused)"))
         sizes.append(int8["int8_size_bytes"] / 1e6)
         lat.append(int8["int8_latency"]["p50_ms"])
-        accs[names[-1]] = int8["int8_accuracy"]
+        if int8.get("int8_accuracy") is not None:
+            accs[names[-1]] = int8["int8_accuracy"]
     baseline = (report.get("gate") or {}).get("baseline")
     if baseline and baseline.get("accuracy") is not None:
         accs[f"serving v{baseline['version']}"] = baseline["accuracy"]
@@ -36,10 +38,13 @@ def plot_report(report: dict, path: Path) -> None:
     else:
         axes[1].text(0.5, 0.5, "INT8 not built", ha="center", va="center")
         axes[1].set_axis_off()
-    axes[2].bar(list(accs), list(accs.values()), color="#55a868")
-    low = min(accs.values())
-    axes[2].set_ylim(max(0.0, low - 0.05), 1.0)
-    axes[2].set_title("held-out accuracy")
+    if accs:
+        axes[2].bar(list(accs), list(accs.values()), color="#55a868")
+        axes[2].set_ylim(max(0.0, min(accs.values()) - 0.05), 1.0)
+        axes[2].set_title(f"held-out {metric}")
+    else:
+        axes[2].text(0.5, 0.5, "accuracy gating off\n(no labelled held-out data)", ha="center", va="center")
+        axes[2].set_axis_off()
     outputs = report["parity"]["outputs"]
     axes[3].bar([o["name"] for o in outputs], [max(o["max_abs_error"], 1e-12) for o in outputs], color="#8172b2")
     for i, o in enumerate(outputs):
@@ -48,15 +53,13 @@ def plot_report(report: dict, path: Path) -> None:
     axes[3].set_title("max |ONNX - PyTorch| (red: atol)")
     fig.suptitle(f"{report['model']}: build {report['build_id']}")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_png(fig, path, dpi=90)
 
 
 def summary_lines(report: dict) -> list[str]:
     """The compact human summary printed after a build."""
-    lines = [f"{report['model']}: built from {report['run_dir']} (weights {report.get('checkpoint', {}).get('weights_sha256', '?')[:12]})"]
+    weights = (report.get("checkpoint", {}).get("weights_sha256") or "?")[:12]
+    lines = [f"{report['model']}: built from {report.get('source', 'run-dir')} {report['run_dir']} (weights {weights})"]
     if report.get("unchanged"):
         lines.append(f"  unchanged: version {report['unchanged']['version']} in {report['unchanged']['model_dir']} already "
                      "serves these weights built with these settings; nothing published (--force rebuilds)")
@@ -69,17 +72,30 @@ def summary_lines(report: dict) -> list[str]:
     if "parity" in report:
         p = report["parity"]
         errs = ", ".join(f"{x['name']} max|Δ| {x['max_abs_error']:.1e} (atol {x['atol']:g})" for x in p["outputs"])
-        lines.append(f"  parity    {'PASS' if p['passed'] else 'FAIL'} vs PyTorch on {p['samples']} held-out samples: "
-                     f"{errs}; argmax agreement {p['argmax_agreement']:.2%}")
+        head = f"  parity    {'PASS' if p['passed'] else 'FAIL'} vs {p.get('reference', 'PyTorch')} on {p['samples']} held-out samples: {errs}"
+        if p.get("task") == "embedding":
+            head += (f"; cosine min {p['min_cosine']:.6f} (>= {p['cosine_threshold']}), nearest-neighbour agreement "
+                     f"{p['neighbour_agreement']:.2%}")
+        elif p.get("task", "classification") == "classification":
+            head += f"; argmax agreement {p['argmax_agreement']:.2%}"
+        lines.append(head)
     if "accuracy" in report:
-        lines.append(f"  accuracy  {report['accuracy']:.4f} on the held-out split (ONNX Runtime, FP32)")
+        if report["accuracy"] is None:
+            lines.append(f"  accuracy  {report.get('accuracy_gating', 'accuracy gating is off')}")
+        else:
+            metric = (report.get("quality") or {}).get("name") or "accuracy"
+            lines.append(f"  {metric:<9} {report['accuracy']:.4f} on the held-out data (ONNX Runtime, FP32)")
+    for variant, ref in (report.get("reference") or {}).items():
+        lines.append(f"  reference {variant} vs {ref['reference']} on {ref['samples']} texts: cosine min "
+                     f"{ref['min_cosine']:.6f}, mean {ref['mean_cosine']:.6f} (threshold {ref['threshold']})")
     if report.get("int8"):
         q = report["int8"]
         ratio = q["fp32_size_bytes"] / max(q["int8_size_bytes"], 1)
         speed = q["fp32_latency"]["p50_ms"] / max(q["int8_latency"]["p50_ms"], 1e-9)
+        quality = (f"{q.get('metric') or 'accuracy'} {q['int8_accuracy']:.4f} ({-q['accuracy_drop']:+.4f}, margin "
+                   f"{q['max_accuracy_drop']})" if q.get("accuracy_drop") is not None else q["reason"])
         lines.append(f"  int8      {'accepted' if q['accepted'] else 'REFUSED'}: {q['int8_size_bytes'] / 1e6:.2f} MB "
-                     f"({ratio:.1f}x smaller), {speed:.2f}x FP32 speed, accuracy {q['int8_accuracy']:.4f} "
-                     f"({-q['accuracy_drop']:+.4f}, margin {q['max_accuracy_drop']})")
+                     f"({ratio:.1f}x smaller), {speed:.2f}x FP32 speed, {quality}")
     if "tensorrt" in report:
         t = report["tensorrt"]
         lines.append("  tensorrt  " + (f"skipped: {t['skipped']}" if "skipped" in t else
@@ -90,8 +106,11 @@ def summary_lines(report: dict) -> list[str]:
         b = g.get("baseline")
         against = ("no serving version yet" if not b else
                    f"serving v{b['version']} {b['accuracy']:.4f}" if b.get("accuracy") is not None else f"serving v{b['version']} (no accuracy)")
-        lines.append(f"  gate      {'PASS' if g['passed'] else 'FAIL'}: accuracy {g['candidate_accuracy']:.4f} vs {against} "
-                     f"(margin {g['max_accuracy_drop']})")
+        if g.get("candidate_accuracy") is None:
+            lines.append(f"  gate      {'PASS' if g['passed'] else 'FAIL'}: parity only (accuracy gating is off)")
+        else:
+            lines.append(f"  gate      {'PASS' if g['passed'] else 'FAIL'}: {g.get('metric') or 'accuracy'} "
+                         f"{g['candidate_accuracy']:.4f} vs {against} (margin {g['max_accuracy_drop']})")
     if "published" in report:
         pub = report["published"]
         lines.append(f"  published {pub['path']} (previous: {pub['previous'] or 'none'}; members: "

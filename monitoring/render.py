@@ -9,7 +9,6 @@ any of their targets Prometheus reports down; a Prometheus that is down is one c
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import re
@@ -21,7 +20,8 @@ from pathlib import Path
 from typing import Sequence
 
 from common.errors import UserError
-from common.files import atomic_write_bytes, atomic_write_json
+from common.files import atomic_write_json
+from common.plots import save_png
 from monitoring.dashboards import no_data_text
 from monitoring.panels import ALL_MODELS, Panel, dashboards, main_panels, threshold_text
 from monitoring.prom_api import PrometheusAPI, QueryError, Series, TargetHealth, describe_down, finite
@@ -165,10 +165,7 @@ def _cells(data: PanelData) -> list[str | None]:
 
 
 def _save(fig, path: Path) -> None:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_png(fig, path, bbox_inches="tight")
 
 
 def render_panels(api: PrometheusAPI, panels: list[Panel], start: float, end: float, out_dir: Path,

@@ -1,11 +1,10 @@
 """Training curves as a PNG (``RUN_DIR/training_curves.png``): loss, accuracy and learning rate per epoch."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any, Sequence
 
-from common.files import atomic_write_bytes
+from common.plots import save_png
 
 
 def plot_history(history: Sequence[dict[str, Any]], path: str | Path, title: str) -> Path | None:
@@ -34,8 +33,4 @@ def plot_history(history: Sequence[dict[str, Any]], path: str | Path, title: str
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return Path(path)
+    return save_png(fig, path)
