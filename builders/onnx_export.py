@@ -2,8 +2,10 @@
 
 Why each step is here:
 
-* names come from the manifest (``image``/``input_ids`` → ``logits``/``probabilities``), never the exporter's
-  ``input.1``: configs and clients are written against those names;
+* names come from the model's signature (``image``/``input_ids`` → ``logits``/``probabilities``/``embedding``), never
+  the exporter's ``input.1``: configs and clients are written against those names. Outputs are exported under
+  temporary names and renamed afterwards, because the exporter also names intermediate values after operators
+  (an ``aten::embedding`` result is called ``embedding``), which would collide with an output of that name;
 * the tracing example has batch ≥ 2 and every symbolic axis is declared with ``torch.export.Dim``: an example with
   batch 1 silently fixes the batch at 1 and Triton later fails with "expected dimension 0 between 1 and 1";
 * the IR version is capped (``export.max_ir_version``) because the installed ONNX Runtime refuses newer files;
@@ -40,15 +42,15 @@ class OnnxFile:
                 "nodes": self.nodes, "sha256": self.sha256, "size_bytes": self.size_bytes}
 
 
-def _dynamic_shapes(exported, config: ExportConfig):
+def _dynamic_shapes(source, config: ExportConfig):
     """One ``torch.export.Dim`` per symbolic axis name, shared by every input that uses it."""
     import torch
 
     limits = {"batch": config.max_batch_dim}
-    max_length = exported.manifest.preprocessing.get("max_length")
+    max_length = source.signature.preprocessing.max_length
     dims: dict[str, object] = {}
     shapes = []
-    for spec in exported.manifest.inputs:
+    for spec in source.signature.inputs:
         axes = {}
         for axis, dim in enumerate(spec.shape):
             if isinstance(dim, str):
@@ -105,15 +107,41 @@ def check(model, source: str) -> None:
         raise UserError(f"{source}: onnx.checker rejected the graph: {str(exc).splitlines()[0]}") from None
 
 
-def _check_names(model, exported, source: str) -> None:
+_TEMP_OUTPUT = "__builders_output_{}"
+
+
+def _rename_outputs(model, names: list[str]) -> None:
+    """Give the graph outputs (exported as ``__builders_output_k``) their real names; an intermediate value that
+    already has one of those names is renamed out of the way first."""
+    graph = model.graph
+    temp = {_TEMP_OUTPUT.format(k): name for k, name in enumerate(names)}
+    if [o.name for o in graph.output] != list(temp):
+        return  # the exporter did not keep the temporary names; _check_names reports what it wrote
+    clash = {name: f"{name}__intermediate" for name in names}
+    mapping = {**clash, **temp}
+
+    def rename(value: str) -> str:
+        return mapping.get(value, value)
+
+    for node in graph.node:
+        node.input[:] = [rename(v) for v in node.input]
+        node.output[:] = [rename(v) for v in node.output]
+    for vi in list(graph.value_info) + list(graph.output):
+        vi.name = rename(vi.name)
+    for init in graph.initializer:
+        init.name = rename(init.name)
+
+
+def _check_names(model, source, where: str) -> None:
     initializers = {i.name for i in model.graph.initializer}
     got_in = [vi.name for vi in model.graph.input if vi.name not in initializers]
     got_out = [vi.name for vi in model.graph.output]
-    want_in = [t.name for t in exported.manifest.inputs]
-    want_out = [t.name for t in exported.manifest.outputs]
+    want_in = source.signature.input_names
+    want_out = source.signature.output_names
     if got_in != want_in or got_out != want_out:
-        raise UserError(f"{source}: exported graph has inputs {got_in} and outputs {got_out}, but manifest.json "
-                        f"declares inputs {want_in} and outputs {want_out} (the model's forward must follow the manifest)")
+        raise UserError(f"{where}: exported graph has inputs {got_in} and outputs {got_out}, but the model's "
+                        f"signature declares inputs {want_in} and outputs {want_out} (the model's forward must "
+                        "take and return them in that order)")
 
 
 def _save(model, path: Path, simplified: bool) -> OnnxFile:
@@ -122,15 +150,15 @@ def _save(model, path: Path, simplified: bool) -> OnnxFile:
                     simplified, len(model.graph.node), sha256_file(path), path.stat().st_size)
 
 
-def export(exported, path: str | Path, config: ExportConfig) -> OnnxFile:
-    """Export the loaded training run to ``path`` (weights embedded), named, dynamic, checked."""
+def export(source, path: str | Path, config: ExportConfig) -> OnnxFile:
+    """Export the source's module to ``path`` (weights embedded), named, dynamic, checked."""
     import onnx
     import torch
 
     path = Path(path)
-    manifest = exported.manifest
-    generator = torch.Generator().manual_seed(0)
-    example = exported.spec.example_inputs(exported.arch, config.example_batch, generator)
+    signature = source.signature
+    module = source.module()
+    example = source.example_inputs(config.example_batch)
     tmp = path.with_name(f".{path.name}.export")
     captured = io.StringIO()
     for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript"):
@@ -139,25 +167,39 @@ def export(exported, path: str | Path, config: ExportConfig) -> OnnxFile:
         with warnings.catch_warnings(), contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                exported.model, tuple(example), str(tmp), dynamo=True, external_data=False,
-                opset_version=config.opset, input_names=[t.name for t in manifest.inputs],
-                output_names=[t.name for t in manifest.outputs], dynamic_shapes=_dynamic_shapes(exported, config),
-                optimize=True, verify=False, report=False,
+                module, tuple(example), str(tmp), dynamo=True, external_data=False,
+                opset_version=config.opset, input_names=signature.input_names,
+                output_names=[_TEMP_OUTPUT.format(k) for k in range(len(signature.outputs))],
+                dynamic_shapes=_dynamic_shapes(source, config), optimize=True, verify=False, report=False,
             )
         model = onnx.load(str(tmp))
     except UserError:
         raise
     except Exception as exc:
-        raise UserError(f"cannot export model {manifest.model!r} from {exported.run_dir} to ONNX opset {config.opset}: "
-                        f"{_exporter_reason(exc)}") from None
+        raise UserError(f"cannot export model {source.name!r} ({source.kind} {source.origin.get('path')}) to ONNX "
+                        f"opset {config.opset}: {_exporter_reason(exc)}") from None
     finally:
         tmp.unlink(missing_ok=True)
-    _check_names(model, exported, str(path))
+    _rename_outputs(model, signature.output_names)
+    _check_names(model, source, str(path))
     fix_ir_version(model, config.max_ir_version)
     model.producer_name = "inference-platform builders"
-    onnx.helper.set_model_props(model, {"model": manifest.model, "weights_sha256": manifest.weights.sha256,
-                                        "data_version": manifest.data_version})
+    onnx.helper.set_model_props(model, {"model": source.name, "source": source.kind,
+                                        "weights_sha256": str(source.origin.get("weights_sha256")),
+                                        "data_version": str(source.origin.get("data_version", ""))})
     check(model, str(path))
+    return _save(model, path, simplified=False)
+
+
+def adopt(source, path: str | Path, config: ExportConfig) -> OnnxFile:
+    """An ONNX source's file, copied to ``path`` as the builders write their own: IR capped, checked, weights
+    embedded (the file was already compared with its signature when the source was opened)."""
+    import onnx
+
+    path = Path(path)
+    model = onnx.load(str(source.onnx_file()), load_external_data=True)
+    fix_ir_version(model, config.max_ir_version)
+    check(model, str(source.onnx_file()))
     return _save(model, path, simplified=False)
 
 

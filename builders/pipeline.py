@@ -1,16 +1,24 @@
-"""The whole build: training run → ONNX (+ INT8, + TensorRT) → configs → gate → new version in the repository.
+"""The whole build: model source → ONNX (+ INT8, + TensorRT) → configs → gate → new version in the repository.
 
-``python -m builders build --run-dir runs/digits --repository model_repository`` runs these steps in order, each
-recorded in ``BUILD_DIR/status.json`` (:mod:`builders.steps`):
+``python -m builders build SOURCE --repository model_repository`` runs these steps in order, each recorded in
+``BUILD_DIR/status.json`` (:mod:`builders.steps`). SOURCE is one of (:mod:`builders.sources`):
+``--run-dir RUN`` (a training run), ``--hf-dir DIR --task embedding|classification`` (a Hugging Face folder),
+``--onnx FILE --signature S.toml`` (an ONNX file exported elsewhere), ``--factory pkg.mod:fn --weights W.safetensors
+--signature S.toml`` (any nn.Module); ``--heldout FILE.jsonl|.npz`` gives held-out data (otherwise the source's own
+split, or inputs generated from the signature, and then accuracy gating is off).
 
-1. **load**      manifest.json + model.safetensors → the PyTorch model (hashes and architecture verified);
-2. **export**    ONNX with the manifest's names and dynamic axes, ``onnx.checker``, onnxslim (kept only if parity
-                 holds), parity against PyTorch on held-out inputs — a parity failure stops here (gate failure);
-3. **evaluate**  held-out accuracy of the candidate and of the serving version, both by ONNX Runtime;
-4. **quantize**  INT8 dynamic quantization: size, latency, accuracy vs FP32; refused beyond the margin;
+1. **load**      open the source: signature, task, labels, preprocessing, held-out data (hashes verified);
+2. **export**    ONNX with the signature's names and dynamic axes (skipped for an ONNX source), ``onnx.checker``,
+                 onnxslim (kept only if parity holds), parity against PyTorch (or the given file) judged by the
+                 task — a parity failure stops here (gate failure);
+3. **evaluate**  the task's held-out quality (accuracy; recall@1 on pairs for embeddings) of the candidate and of
+                 the serving version, both by ONNX Runtime; for embeddings with sentence-transformers, the cosine
+                 to its ``encode`` (the external reference);
+4. **quantize**  INT8 dynamic quantization: size, latency, quality vs FP32 by task; refused beyond the margin;
 5. **tensorrt**  plan + metadata + parity vs ONNX Runtime (GPU hosts with TensorRT; skipped elsewhere, saying why);
-6. **package**   version files and typed configs for every target, linted against the artifacts;
-7. **gate**      parity and accuracy vs the serving version; a failure publishes nothing (exit status 3);
+6. **package**   version files and typed configs for every target (+ ``<name>_text`` for text models), linted;
+7. **gate**      parity, the external reference and quality vs the serving version; a failure publishes nothing
+                 (exit status 3);
 8. **publish**   version N+1 in one rename per model, last K kept, lineage.json inside;
 9. **rollout**   with ``--triton-url``: Triton loads N+1 while serving N; a version that fails to load is retracted.
 
@@ -23,19 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.errors import UserError
-from common.files import atomic_copy, atomic_write_json, sha256_file
-from common.manifest import MANIFEST_NAME
+from common.errors import GateFailure, UserError
+from common.files import atomic_copy, atomic_write_json
 from builders import gate as gate_mod
 from builders.environment import build_environment
-from builders.onnx_export import OnnxFile, export, simplify
+from builders.metrics import Quality, first_outputs, quality
+from builders.onnx_export import OnnxFile, adopt, export, simplify
 from builders.packaging import make_package
-from builders.parity import ParityReport, compare
+from builders.parity import ParityReport, compare, cosines
 from builders.report import plot_report
 from builders.repository import MODEL_NAME, Package, prune_package, publish_package, retract, write_lineage
-from builders.runners import accuracy, heldout_batches, ort_runner, ort_session, torch_runner
+from builders.runners import ort_runner, ort_session, torch_runner
 from builders.settings import BuildConfig
 from builders.shapes import derive_profiles
+from builders.sources import SourceSpec, open_source
 from builders.steps import Skipped, StepRunner
 
 STEPS = ["load", "export", "evaluate", "quantize", "tensorrt", "package", "gate", "publish", "rollout"]
@@ -43,8 +52,8 @@ STEPS = ["load", "export", "evaluate", "quantize", "tensorrt", "package", "gate"
 
 @dataclass
 class BuildRequest:
-    run_dir: Path
-    repository: Path
+    run_dir: Path | None = None
+    repository: Path = Path("model_repository")
     settings: BuildConfig = field(default_factory=BuildConfig)
     config_file: Path | None = None
     name: str | None = None
@@ -53,10 +62,22 @@ class BuildRequest:
     quiet: bool = False
     force: bool = False  # rebuild even when the serving version already has these weights and settings
     overrides: list[str] = field(default_factory=list)  # command-line settings overrides (--keep, --tensorrt, …)
+    # the other kinds of model source (exactly one of run_dir, hf_dir, onnx, factory), see builders.sources
+    hf_dir: Path | None = None
+    onnx: Path | None = None
+    factory: str | None = None
+    weights: Path | None = None
+    signature: Path | None = None
+    task: str | None = None
+    heldout: Path | None = None
+
+    def source(self) -> SourceSpec:
+        return SourceSpec(run_dir=self.run_dir, hf_dir=self.hf_dir, onnx=self.onnx, factory=self.factory,
+                          weights=self.weights, signature=self.signature, task=self.task, heldout=self.heldout)
 
     def command(self) -> list[str]:
         """The ``python -m builders build`` arguments that repeat this build."""
-        args = ["build", "--run-dir", str(self.run_dir.resolve()), "--repository", str(self.repository.resolve())]
+        args = ["build", *self.source().args(), "--repository", str(Path(self.repository).resolve())]
         if self.config_file:
             args += ["--config", str(Path(self.config_file).resolve())]
         if self.name:
@@ -84,24 +105,45 @@ class ExportResult:
         return self.parity.summary()
 
 
-def export_and_verify(exported, splits, out_dir: Path, settings: BuildConfig, say=lambda text: None) -> ExportResult:
-    """Export, check, simplify when parity allows, and compare with PyTorch; a parity failure is a gate failure."""
-    from common.errors import GateFailure
+@dataclass
+class HeldOutSplits:
+    """The held-out data as the TensorRT step reads it: ``val`` calibrates INT8 engines, ``test`` checks parity."""
 
+    test: Any
+    val: Any
+
+
+def reference_runner(source):
+    """What the exported graph must match: the PyTorch module, or for an ONNX source the file as given."""
+    given = source.onnx_file()
+    if given is not None:
+        return ort_runner(ort_session(given), source.signature.input_names, source.signature.output_names), \
+            f"onnxruntime:{Path(given).name} (as given)"
+    return torch_runner(source.module()), "pytorch"
+
+
+def export_and_verify(source, heldout, out_dir: Path, settings: BuildConfig, say=lambda text: None) -> ExportResult:
+    """Export (or adopt an ONNX source's file), check, simplify when parity allows, and compare with the reference;
+    a parity failure is a gate failure."""
+    if isinstance(heldout, HeldOutSplits):
+        heldout = heldout.test
     out_dir.mkdir(parents=True, exist_ok=True)
-    names_in = [t.name for t in exported.manifest.inputs]
-    names_out = [t.name for t in exported.manifest.outputs]
-    reference = torch_runner(exported.model)
+    names_in, names_out = source.signature.input_names, source.signature.output_names
+    reference, reference_name = reference_runner(source)
     parity_cfg = settings.parity
 
     def parity_of(onnx_file: OnnxFile) -> ParityReport:
         runner = ort_runner(ort_session(onnx_file.path), names_in, names_out)
-        return compare(reference, runner, heldout_batches(exported.spec, splits.test, parity_cfg.batch_size,
-                                                          parity_cfg.samples),
-                       names_out, parity_cfg.tolerance, parity_cfg.min_argmax_agreement, "pytorch",
-                       f"onnxruntime:{onnx_file.path.name}")
+        return compare(reference, runner, heldout.batches(parity_cfg.batch_size, parity_cfg.samples), names_out,
+                       parity_cfg.tolerance, parity_cfg.min_argmax_agreement, reference_name,
+                       f"onnxruntime:{onnx_file.path.name}", source.task,
+                       [p for p in heldout.pairs if max(p) < parity_cfg.samples], parity_cfg.min_cosine,
+                       parity_cfg.min_neighbour_agreement)
 
-    raw = export(exported, out_dir / "model.raw.onnx", settings.export)
+    if source.onnx_file() is not None:
+        raw = adopt(source, out_dir / "model.raw.onnx", settings.export)
+    else:
+        raw = export(source, out_dir / "model.raw.onnx", settings.export)
     raw_parity = parity_of(raw)
     chosen, chosen_parity = raw, raw_parity
     note: dict[str, Any] = {"attempted": settings.export.simplify, "kept": False, "nodes_before": raw.nodes}
@@ -126,25 +168,55 @@ def export_and_verify(exported, splits, out_dir: Path, settings: BuildConfig, sa
     atomic_write_json(out_dir / "parity.json", {"parity": chosen_parity.to_dict(), "simplify": note,
                                                 "onnx": chosen.to_dict()})
     if not chosen_parity.passed:
-        raise GateFailure(f"ONNX export of {exported.manifest.model!r} does not match PyTorch: "
+        raise GateFailure(f"ONNX export of {source.name!r} does not match {reference_name}: "
                           + "; ".join(chosen_parity.failures()) + f" (report: {out_dir / 'parity.json'})")
     return result
 
 
 @dataclass
 class Evaluation:
-    accuracy: float
+    quality: Quality
     baseline: gate_mod.ServingBaseline | None
     heldout: dict
+    reference: dict | None = None  # embeddings: FP32 ONNX vs the external reference (sentence-transformers)
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.quality.value
 
     def summary(self) -> str:
-        return f"held-out accuracy {self.accuracy:.4f} on {self.heldout['samples']} samples"
+        if self.quality.value is None:
+            text = self.quality.note
+        else:
+            text = f"held-out {self.quality.name} {self.quality.value:.4f} on {self.quality.samples} samples"
+        if self.reference:
+            text += (f"; cosine to {self.reference['reference']} min {self.reference['min_cosine']:.6f} over "
+                     f"{self.reference['samples']} texts")
+        return text
 
 
-def heldout_identity(exported, splits) -> dict:
-    tokenizer = exported.manifest.tokenizer
-    return {"split": "test", "samples": len(splits.test), "data_version": exported.manifest.data_version,
-            "tokenizer_sha256": tokenizer.sha256 if tokenizer else None}
+def heldout_identity(source, heldout) -> dict:
+    identity = dict(heldout.identity)
+    identity.setdefault("split", heldout.kind)
+    identity.setdefault("samples", heldout.size)
+    identity.setdefault("tokenizer_sha256", source.origin.get("tokenizer_sha256"))
+    identity["kind"] = heldout.kind
+    identity["origin"] = heldout.origin
+    return identity
+
+
+def external_reference(source, runner, heldout, settings: BuildConfig) -> dict | None:
+    """Embeddings: cosine of every held-out text's vector to the external reference's (sentence-transformers)."""
+    if source.task != "embedding" or not heldout.texts:
+        return None
+    vectors = source.reference_embeddings(heldout.texts)
+    if vectors is None:
+        return None
+    values = cosines(vectors, first_outputs(runner, heldout, settings.parity.batch_size))
+    return {"reference": "sentence-transformers", "samples": int(len(values)),
+            "min_cosine": round(float(values.min()), 7), "mean_cosine": round(float(values.mean()), 7),
+            "threshold": settings.parity.min_cosine,
+            "passed": bool(values.min() >= settings.parity.min_cosine)}
 
 
 def _timestamp() -> str:
@@ -170,10 +242,20 @@ def _artifact_settings(config: dict | None) -> dict:
     return {key: value for key, value in (config or {}).items() if key != "publish"}
 
 
-def already_serving(model_dir: Path, manifest, settings: BuildConfig) -> int | None:
+def _hashes(source_or_manifest) -> tuple[str | None, str | None]:
+    """(weights, tokenizer) SHA-256 of a model source or of a training manifest."""
+    origin = getattr(source_or_manifest, "origin", None)
+    if isinstance(origin, dict):
+        return origin.get("weights_sha256"), origin.get("tokenizer_sha256")
+    manifest = source_or_manifest
+    return manifest.weights.sha256, manifest.tokenizer.sha256 if manifest.tokenizer else None
+
+
+def already_serving(model_dir: Path, source, settings: BuildConfig) -> int | None:
     """The serving version when it was built from these exact weights (and tokenizer) with these exact settings.
 
-    Re-running a build (``make demo`` twice, a restarted ``watch``) then publishes nothing instead of a copy.
+    ``source`` is a model source (or a training manifest). Re-running a build (``make demo`` twice, a restarted
+    ``watch``) then publishes nothing instead of a copy.
     """
     from builders.repository import read_lineage, serving_version
 
@@ -182,88 +264,109 @@ def already_serving(model_dir: Path, manifest, settings: BuildConfig) -> int | N
         return None
     lineage = read_lineage(model_dir / str(number))
     checkpoint = lineage.get("checkpoint", {})
-    same_weights = checkpoint.get("weights_sha256") == manifest.weights.sha256
-    same_tokenizer = checkpoint.get("tokenizer_sha256") == (manifest.tokenizer.sha256 if manifest.tokenizer else None)
+    weights, tokenizer = _hashes(source)
+    same_weights = weights is not None and checkpoint.get("weights_sha256") == weights
+    same_tokenizer = checkpoint.get("tokenizer_sha256") == tokenizer
     same_settings = _artifact_settings(lineage.get("build_config")) == _artifact_settings(settings.model_dump(mode="json"))
     return number if same_weights and same_tokenizer and same_settings and not lineage.get("rollback_of") else None
+
+
+def _load(request: BuildRequest, settings: BuildConfig):
+    """The model source, its held-out data and its optimization profiles (a shape declaration that does not fit
+    fails here)."""
+    source = open_source(request.source(), request.name)
+    heldout = source.heldout()
+    view = source.serving_view()
+    profiles = derive_profiles(view.inputs, view.preprocessing, settings)
+    return source, heldout, profiles
 
 
 def build(request: BuildRequest) -> dict:
     """Run the pipeline; returns the report (also written to ``BUILD_DIR/report.json``)."""
     settings = request.settings
-    run_dir, repository = Path(request.run_dir), Path(request.repository)
-    from training.export import load_exported  # heavy import (torch): only when building
-
-    name_hint = request.name or _peek_model_name(run_dir)
+    repository = Path(request.repository)
+    spec = request.source()
+    kind = spec.kind()
+    name_hint = request.name or _peek_model_name(spec)
     if not MODEL_NAME.match(name_hint):
         raise UserError(f"--name {name_hint!r} is not a valid Triton model name (letters, digits, '_', '-', '.')")
     build_id = _timestamp()
     build_dir = Path(settings.publish.work_dir) / name_hint / build_id
     steps = StepRunner(build_dir, list(STEPS), quiet=request.quiet)
     full = request.command()
+    source_args = spec.args()
     report: dict[str, Any] = {"model": name_hint, "build_id": build_id, "build_dir": str(build_dir),
-                              "run_dir": str(run_dir), "repository": str(repository)}
+                              "source": kind.replace("_", "-"), "run_dir": str(getattr(spec, kind)),
+                              "repository": str(repository)}
 
     def finish() -> None:
         report["steps"] = steps.summary()
         atomic_write_json(build_dir / "report.json", report)
 
     try:
-        export_cmd = ["export", "--run-dir", str(run_dir.resolve()), "--output", str((build_dir / "export").resolve()),
+        export_cmd = ["export", *source_args, "--output", str((build_dir / "export").resolve()),
                       *request.config_args()]
-        exported, splits, profiles = steps.run("load", lambda: _load(load_exported, run_dir, settings), full)
-        manifest = exported.manifest
-        name = request.name or manifest.model
-        report["checkpoint"] = {"run_dir": str(run_dir.resolve()), "manifest_sha256": sha256_file(run_dir / MANIFEST_NAME),
-                                "weights_sha256": manifest.weights.sha256,
-                                "tokenizer_sha256": manifest.tokenizer.sha256 if manifest.tokenizer else None,
-                                "parent_checkpoint": manifest.parent_checkpoint.model_dump() if manifest.parent_checkpoint else None,
-                                "metrics": manifest.metrics, "data_version": manifest.data_version,
-                                "code_version": manifest.code_version, "created_at": manifest.created_at}
+        source, heldout, profiles = steps.run("load", lambda: _load(request, settings), full)
+        name = request.name or source.name
+        report["model"] = name
+        report["task"] = source.task
+        report["checkpoint"] = dict(source.origin)
         report["profiles"] = [p.to_dict() for p in profiles]
-        same = None if request.force or not request.publish else already_serving(repository / name, manifest, settings)
+        same = None if request.force or not request.publish else already_serving(repository / name, source, settings)
         if same is not None:
             report["unchanged"] = {"version": same, "model_dir": str(repository / name)}
             return report
 
-        exp = steps.run("export", lambda: export_and_verify(exported, splits, build_dir / "export", settings), export_cmd)
+        exp = steps.run("export", lambda: export_and_verify(source, heldout, build_dir / "export", settings),
+                        export_cmd)
         report["onnx"], report["parity"], report["simplify"] = exp.onnx.to_dict(), exp.parity.to_dict(), exp.simplify
 
         def evaluate() -> Evaluation:
-            names_in = [t.name for t in manifest.inputs]
-            names_out = [t.name for t in manifest.outputs]
-            runner = ort_runner(ort_session(exp.onnx.path), names_in, names_out)
-            value = accuracy(runner, heldout_batches(exported.spec, splits.test, settings.parity.batch_size))
-            heldout = heldout_identity(exported, splits)
-            heldout["accuracy"] = round(value, 6)
-            baseline = gate_mod.serving_baseline(repository / name, exported, splits, heldout, settings.parity.batch_size)
-            return Evaluation(value, baseline, heldout)
+            runner = ort_runner(ort_session(exp.onnx.path), source.signature.input_names,
+                                source.signature.output_names)
+            value = quality(source.task, runner, heldout, settings.parity.batch_size)
+            identity = heldout_identity(source, heldout)
+            identity["accuracy"] = None if value.value is None else round(value.value, 6)
+            identity["metric"] = value.name
+            if value.value is None:
+                identity["note"] = value.note
+            baseline = gate_mod.serving_baseline(repository / name, source, heldout, identity,
+                                                 settings.parity.batch_size) if value.value is not None else None
+            return Evaluation(value, baseline, identity, external_reference(source, runner, heldout, settings))
 
         evaluation = steps.run("evaluate", evaluate, full)
-        report["accuracy"] = round(evaluation.accuracy, 6)
+        report["accuracy"] = None if evaluation.accuracy is None else round(evaluation.accuracy, 6)
+        report["quality"] = evaluation.quality.to_dict()
         report["heldout"] = evaluation.heldout
+        if evaluation.quality.value is None:
+            report["accuracy_gating"] = evaluation.quality.note
+        if evaluation.reference:
+            report["reference"] = {"fp32": evaluation.reference}
 
         def quantize_step():
             if not settings.quantize.enabled:
                 raise Skipped("quantize.enabled is false")
             from builders.quantize import build_int8
 
-            return build_int8(exported, splits, exp.onnx.path, build_dir / "export" / "model.int8.onnx",
-                              settings.quantize, settings.parity.batch_size, evaluation.accuracy)
+            return build_int8(source, heldout, exp.onnx.path, build_dir / "export" / "model.int8.onnx",
+                              settings.quantize, settings.parity.batch_size, evaluation.quality)
 
         quant = steps.run("quantize", quantize_step,
-                          ["quantize", "--run-dir", str(run_dir.resolve()), "--onnx", str(exp.onnx.path.resolve()),
+                          ["quantize", *source_args, "--onnx", str(exp.onnx.path.resolve()),
                            "--output", str((build_dir / "quantize").resolve()), *request.config_args()])
         report["int8"] = quant.to_dict() if quant else None
+        if quant and quant.reference:
+            report.setdefault("reference", {})["int8"] = quant.reference
 
-        plan = steps.run("tensorrt", lambda: _tensorrt_step(request, exported, splits, exp.onnx.path, profiles,
+        splits = HeldOutSplits(test=heldout, val=source.calibration())
+        plan = steps.run("tensorrt", lambda: _tensorrt_step(request, source, splits, exp.onnx.path, profiles,
                                                             build_dir / "tensorrt"),
-                         ["tensorrt", "--run-dir", str(run_dir.resolve()), "--onnx", str(exp.onnx.path.resolve()),
+                         ["tensorrt", *source_args, "--onnx", str(exp.onnx.path.resolve()),
                           "--output", str((build_dir / "tensorrt").resolve()), *request.config_args()])
         report["tensorrt"] = plan.to_dict() if plan else {"skipped": steps.records["tensorrt"].detail}
 
         int8_path = exp.onnx.path.with_name("model.int8.onnx") if quant and quant.accepted else None
-        package = steps.run("package", lambda: make_package(build_dir / "package", name, exported, profiles,
+        package = steps.run("package", lambda: make_package(build_dir / "package", name, source, profiles,
                                                             exp.onnx.path, int8_path,
                                                             plan.files() if plan else None, settings), full)
         report["package"] = {"root": str(package.root), "members": list(package.members)}
@@ -272,12 +375,13 @@ def build(request: BuildRequest) -> dict:
         report["gate"] = decision.to_dict()
 
         lineage = {
-            "format_version": 1, "model": name,
+            "format_version": 1, "model": name, "task": source.task, "source": source.kind,
             "family": {"primary": name, "members": list(package.members)},
             "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "build_id": build_id,
             "checkpoint": report["checkpoint"], "onnx": report["onnx"], "int8": report["int8"],
             "plan": report["tensorrt"] if plan else None, "parity": report["parity"],
             "simplify": report["simplify"], "heldout": evaluation.heldout, "gate": report["gate"],
+            "reference": report.get("reference"),
             "environment": build_environment(), "build_config": settings.model_dump(mode="json"),
             "rollback_of": None,
         }
@@ -315,22 +419,28 @@ def build(request: BuildRequest) -> dict:
     return report
 
 
-def _peek_model_name(run_dir: Path) -> str:
-    from common.manifest import read_manifest
+def _peek_model_name(spec: SourceSpec) -> str:
+    """The default model name, read cheaply before the source is opened (it names the build folder)."""
+    from builders.sources.huggingface import _safe_name
 
-    return read_manifest(run_dir, verify=False).model
+    kind = spec.kind()
+    if kind == "run_dir":
+        from common.manifest import read_manifest
 
-
-def _load(load_exported, run_dir: Path, settings: BuildConfig):
-    """The model, its held-out data and its optimization profiles (a shape declaration that does not fit fails here)."""
-    exported = load_exported(run_dir)
-    profiles = derive_profiles(exported.manifest.inputs, exported.manifest.preprocessing, settings)
-    return exported, exported.load_splits(), profiles
+        return read_manifest(spec.run_dir, verify=False).model
+    if kind == "factory":
+        return spec.factory.rpartition(":")[2].replace(".", "_")
+    return _safe_name(Path(getattr(spec, kind)).stem if kind == "onnx" else Path(spec.hf_dir).name)
 
 
 def _gate(exp: ExportResult, evaluation: Evaluation, settings: BuildConfig, name: str):
+    other = []
+    if evaluation.reference and not evaluation.reference["passed"]:
+        other.append(f"cosine to {evaluation.reference['reference']} is {evaluation.reference['min_cosine']:.6f} for "
+                     f"the worst of {evaluation.reference['samples']} texts (expected >= "
+                     f"{evaluation.reference['threshold']})")
     decision = gate_mod.decide(exp.parity.passed, exp.parity.failures(), evaluation.accuracy, evaluation.baseline,
-                               settings.gate.max_accuracy_drop)
+                               settings.gate.max_accuracy_drop, evaluation.quality.name or "accuracy", other)
     gate_mod.enforce(decision, name)
     return decision
 

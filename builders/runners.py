@@ -1,32 +1,31 @@
 """Run the same held-out inputs through PyTorch, ONNX Runtime (or a TensorRT engine) and measure them alike.
 
 Every comparison in the builders (parity, INT8 accuracy, the promotion gate) goes through these few functions, so the
-numbers in a report are computed one way: held-out batches come from the model's own ``collate`` (mixed sequence lengths
-included), outputs are lists of numpy arrays in the manifest's output order, and accuracy is argmax of the first output.
+numbers in a report are computed one way: held-out batches come from the model source's held-out data
+(:class:`builders.sources.base.HeldOut`, mixed sequence lengths included), outputs are lists of numpy arrays in the
+signature's output order, and accuracy is argmax of the first output (other tasks: :mod:`builders.metrics`).
 """
 from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from common.errors import UserError
+from builders.sources.base import Batch, HeldOut
 
 Runner = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
 
 
-@dataclass
-class Batch:
-    inputs: list[np.ndarray]
-    targets: np.ndarray
-
-
 def heldout_batches(spec, dataset, batch_size: int, limit: int | None = None) -> Iterator[Batch]:
-    """Consecutive batches of ``dataset`` (deterministic order) collated by the model spec."""
+    """Consecutive batches of ``dataset`` (deterministic order): a :class:`HeldOut` batches itself, a training
+    spec's dataset is collated by the spec."""
+    if isinstance(dataset, HeldOut):
+        yield from dataset.batches(batch_size, limit)
+        return
     count = len(dataset) if limit is None else min(limit, len(dataset))
     for start in range(0, count, batch_size):
         samples = [dataset[i] for i in range(start, min(start + batch_size, count))]

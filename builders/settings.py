@@ -58,6 +58,13 @@ class ParityConfig(Strict):
         description="per-output tolerances overriding `default`",
     )
     min_argmax_agreement: float = Field(0.999, ge=0, le=1, description="fraction of samples whose predicted class must agree")
+    min_cosine: float = Field(0.9999, ge=-1, le=1,
+                              description="embeddings: lowest cosine similarity of any held-out example's vector to the "
+                                          "reference (PyTorch, and sentence-transformers when the model has it)")
+    min_neighbour_agreement: float = Field(0.98, ge=0, le=1,
+                                           description="embeddings: fraction of held-out queries whose nearest neighbour "
+                                                       "is the same as the reference's")
+    generated_samples: int = Field(64, ge=2, description="inputs generated from the signature when no --heldout is given")
 
     def tolerance(self, output: str) -> Tolerance:
         return self.outputs.get(output, self.default)
@@ -70,6 +77,14 @@ class QuantizeConfig(Strict):
     per_channel: bool = False
     reduce_range: bool = Field(False, description="7-bit weights (helps on CPUs without VNNI)")
     max_accuracy_drop: float = Field(0.01, ge=0, le=1, description="refuse INT8 when held-out accuracy drops more than this (absolute)")
+    min_argmax_agreement: float = Field(0.98, ge=0, le=1,
+                                        description="classification without labels: INT8 must predict FP32's class this often")
+    min_cosine: float = Field(0.99, ge=-1, le=1, description="embeddings: lowest cosine of an INT8 vector to FP32's (and "
+                                                             "to the external reference's)")
+    min_neighbour_agreement: float = Field(0.9, ge=0, le=1,
+                                           description="embeddings: INT8 and FP32 nearest neighbours agree this often")
+    tolerance: Tolerance = Field(default_factory=lambda: Tolerance(atol=5e-2, rtol=5e-2),
+                                 description="generic models: INT8 outputs within this of FP32's, element-wise")
     latency_batch_size: int = Field(8, ge=1, description="batch size of the in-process latency comparison")
     latency_iterations: int = Field(30, ge=1)
     serve_int8: bool = Field(False, description="make the default CPU config serve the INT8 file when it was accepted")
@@ -177,7 +192,8 @@ class TensorRTConfig(Strict):
 
 class GateConfig(Strict):
     max_accuracy_drop: float = Field(0.005, ge=0, le=1,
-                                     description="held-out accuracy may be at most this much below the serving version")
+                                     description="the task's held-out quality (accuracy, or recall@1 for embeddings) may "
+                                                 "be at most this much below the serving version's")
 
 
 class PublishConfig(Strict):

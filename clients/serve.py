@@ -32,7 +32,7 @@ import weakref
 from pathlib import Path
 from typing import Literal, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from common.errors import UserError, run_cli
 from common.net import http_ok, port_in_use
@@ -68,8 +68,15 @@ class ServerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    repository: Path = Field(Path("model_repository"), description="model repository directory")
+    repository: Path | str = Field(Path("model_repository"), description="model repository directory, or "
+                                   "s3://[host:port/]bucket/prefix (Triton reads object storage itself)")
     host: str = Field("127.0.0.1", description="address every endpoint binds to")
+
+    @field_validator("repository", mode="before")
+    @classmethod
+    def _s3_url_or_path(cls, value):
+        """An ``s3://`` URL stays a string (Path would fold its ``//``); anything else is a directory."""
+        return value if str(value).startswith("s3://") else Path(value)
     http_port: int = Field(8000, ge=1, le=65535)
     grpc_port: int = Field(8001, ge=1, le=65535)
     metrics_port: int = Field(8002, ge=1, le=65535)
@@ -175,6 +182,10 @@ class TritonServer:
     def preflight(self) -> list[str]:
         """Check everything that can be checked before starting; raise UserError on the first problem."""
         cfg = self.config
+        if isinstance(cfg.repository, str):  # s3://: reachable, bucket present, every model has its configuration
+            from builders.object_store import ObjectRepository
+
+            return self._check_ports_and_exposure(ObjectRepository(cfg.repository).check_readable(cfg.config_name))
         if not cfg.repository.is_dir():
             raise UserError(f"model repository {cfg.repository} does not exist (expected a directory of model folders; "
                             "build one with `python -m builders build`)")
@@ -195,6 +206,10 @@ class TritonServer:
                 raise UserError(f"model '{model_dir.name}': {path}: field 'name' is {config.name!r} but must equal the "
                                 f"folder name {model_dir.name!r}")
             names.append(model_dir.name)
+        return self._check_ports_and_exposure(names)
+
+    def _check_ports_and_exposure(self, names: list[str]) -> list[str]:
+        cfg = self.config
         ports = {"http_port": cfg.http_port, "grpc_port": cfg.grpc_port, "metrics_port": cfg.metrics_port}
         if len(set(ports.values())) != len(ports):
             raise UserError(f"the HTTP, gRPC and metrics ports must differ (got {ports})")
@@ -213,7 +228,7 @@ class TritonServer:
         install = locate()
         args = [
             str(install.binary),
-            f"--model-repository={cfg.repository.resolve()}",
+            f"--model-repository={cfg.repository if isinstance(cfg.repository, str) else cfg.repository.resolve()}",
             f"--backend-directory={install.backend_dir}",
             f"--http-address={cfg.host}", f"--http-port={cfg.http_port}",
             f"--grpc-address={cfg.host}", f"--grpc-port={cfg.grpc_port}",
@@ -234,7 +249,7 @@ class TritonServer:
             args.append(f"--model-config-name={cfg.config_name}")
         if cfg.model_control == "explicit":
             args += [f"--load-model={m}" for m in cfg.load_models] or ["--load-model=*"]
-        if version_compatible_plans(cfg.repository):  # Triton's TensorRT runtime must accept their lean-runtime code
+        if isinstance(cfg.repository, Path) and version_compatible_plans(cfg.repository):  # Triton's TensorRT runtime must accept their lean-runtime code
             args.append("--backend-config=tensorrt,version-compatible=true")
         token = token or os.environ.get(ADMIN_TOKEN_ENV)
         if token:

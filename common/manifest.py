@@ -28,6 +28,10 @@ MANIFEST_NAME = "manifest.json"
 WEIGHTS_NAME = "model.safetensors"
 TOKENIZER_NAME = "tokenizer.json"
 
+#: the spec factory of runs written by this repository's trainer (``training.models.get(name)``); the builders import
+#: it by this name, never ``training`` directly, so any trainer can name its own
+DEFAULT_FACTORY = "training.models:get"
+
 Dim = int | str  # a fixed size, or a symbolic name ("batch", "sequence") for a dynamic axis
 
 
@@ -60,7 +64,10 @@ class Manifest(BaseModel):
 
     format_version: Literal[1] = 1
     model: str = Field(description="registered model name, e.g. 'digits' or 'textclf'")
-    arch: dict = Field(description="architecture config accepted by the model's registered ArchConfig")
+    factory: str | None = Field(None, description="``package.module:function`` that, called with ``model``, returns "
+                                                  "the spec that rebuilds the network (default: DEFAULT_FACTORY)")
+    arch: dict = Field(description="architecture config accepted by the model's registered ArchConfig, or for a "
+                                   "run that wrote a Hugging Face folder {'source': 'hf', 'path': ..., 'task': ...}")
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     labels: list[str] = Field(description="class names, index i is output class i")

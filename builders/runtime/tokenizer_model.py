@@ -1,10 +1,22 @@
-"""Triton python-backend model: raw UTF-8 text → token ids, with the training run's own ``tokenizer.json``.
+"""Triton python-backend model: raw UTF-8 text → the model's token inputs, with the model's own ``tokenizer.json``.
 
-Copied by the builders as ``model.py`` next to ``tokenizer.json`` (the very file the classifier was trained with, so
-text is tokenized identically in training and in Triton). Input ``text`` (BYTES, one string per row); output
-``input_ids`` (INT64 [rows, longest]), right-padded per request with the ``pad_id`` parameter. Truncation follows the
-tokenizer file. All requests of a dynamic batch are encoded in one ``encode_batch`` call (Rust, multi-threaded).
-Self-contained: tokenizers, numpy, the standard library and ``triton_python_backend_utils`` only.
+Copied by the builders as ``model.py`` next to ``tokenizer.json`` (the training run's fitted tokenizer, or a Hugging
+Face model's own file, so text is tokenized exactly as the model expects). Input ``text`` (BYTES, one string per row).
+Outputs are named after the model inputs they feed, each INT64 ``[rows, longest]`` right-padded per request:
+
+=================  ==========================================  =====================
+output             from the ``tokenizers`` Encoding             padded with
+=================  ==========================================  =====================
+``input_ids``      ``ids``                                      parameter ``pad_id``
+``attention_mask`` ``attention_mask``                           0
+``token_type_ids`` ``type_ids``                                 0
+=================  ==========================================  =====================
+
+Parameter ``max_length`` truncates every text to the model's maximum sequence length (the file's own padding
+setting is switched off: requests are padded to their longest row only, and the model step merges requests of
+different lengths itself, see ``allow_ragged_batch``). All requests of a dynamic batch are encoded in one
+``encode_batch`` call (Rust, multi-threaded). Self-contained: tokenizers, numpy, the standard library and
+``triton_python_backend_utils`` only.
 """
 import json
 import os
@@ -14,35 +26,74 @@ import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
 
 
+class InvalidText(ValueError):
+    """A client mistake: answered with Triton's invalid-argument code."""
+
+
+def decoded_rows(array, name):
+    """The request's strings. Refused (:class:`InvalidText`): no rows, bytes that are not UTF-8, and empty or
+    whitespace-only text: on purpose, because the classifier would otherwise see only its start token and answer a
+    confident label for nothing."""
+    rows = array.reshape(-1)
+    if rows.size == 0:
+        raise InvalidText(f"input '{name}' is empty; expected at least one string")
+    decoded = []
+    for row, value in enumerate(rows):
+        try:
+            text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+        except UnicodeDecodeError as exc:
+            raise InvalidText(f"input '{name}' row {row} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        if not text.strip():
+            raise InvalidText(f"input '{name}' row {row}: text is empty; expected at least one non-space character")
+        decoded.append(text)
+    return decoded
+
+_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         self.tokenizer = Tokenizer.from_file(os.path.join(version_dir, params.get("tokenizer_file", "tokenizer.json")))
-        self.pad_id = int(params.get("pad_id", "0"))
+        self.tokenizer.no_padding()
+        max_length = int(params.get("max_length", "0") or 0)
+        if max_length > 0:
+            self.tokenizer.enable_truncation(max_length=max_length)
+        pad_id = int(params.get("pad_id", "0"))
+        pads = json.loads(params.get("pad_values", "{}") or "{}")
         self.input_name = config["input"][0]["name"]
-        self.output_name = config["output"][0]["name"]
+        self.outputs = []
+        for item in config["output"]:
+            name = item["name"]
+            field = _FIELDS.get(name, "ids")  # a single-output tokenizer may name its ids after the model's input
+            pad = pads.get(name, pad_id if field == "ids" else 0)
+            self.outputs.append((name, field, int(pad)))
 
     def execute(self, requests):
         responses = [None] * len(requests)
         texts, owners = [], []
         for index, request in enumerate(requests):
             try:
-                rows = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy().reshape(-1)
-                decoded = [r.decode("utf-8") if isinstance(r, bytes) else str(r) for r in rows]
-            except (UnicodeDecodeError, AttributeError) as exc:
+                decoded = decoded_rows(pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy(),
+                                       self.input_name)
+            except InvalidText as exc:
                 responses[index] = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(f"input '{self.input_name}' must be UTF-8 text ({exc})"))
+                    error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
                 continue
             owners.append((index, len(texts), len(texts) + len(decoded)))
             texts.extend(decoded)
         encodings = self.tokenizer.encode_batch(texts) if texts else []
         for index, start, stop in owners:
-            rows = [encodings[i].ids for i in range(start, stop)]
-            width = max((len(r) for r in rows), default=1) or 1
-            ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-            for row, values in enumerate(rows):
-                ids[row, :len(values)] = values
-            responses[index] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.output_name, ids)])
+            chunk = encodings[start:stop]
+            width = max((len(e.ids) for e in chunk), default=1) or 1
+            tensors = []
+            for name, field, pad in self.outputs:
+                array = np.full((len(chunk), width), pad, dtype=np.int64)
+                for row, encoding in enumerate(chunk):
+                    values = getattr(encoding, field)
+                    array[row, :len(values)] = values
+                tensors.append(pb_utils.Tensor(name, array))
+            responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
         return responses

@@ -243,13 +243,11 @@ def test_a_padded_input_that_is_not_ragged_is_a_finding(built_repository, tmp_pa
 
 
 def test_an_operator_the_exporter_cannot_handle_is_named(digits_run, tmp_path):
-    import dataclasses
-
     import torch
 
     from builders.onnx_export import export
     from builders.settings import ExportConfig
-    from training.export import load_exported
+    from builders.sources.training_run import TrainingRunSource
 
     class Unexportable(torch.nn.Module):
         def forward(self, image):
@@ -257,10 +255,11 @@ def test_an_operator_the_exporter_cannot_handle_is_named(digits_run, tmp_path):
             scores = torch.linalg.eigvals(flat).real
             return scores, scores.softmax(-1)
 
-    exported = dataclasses.replace(load_exported(digits_run), model=Unexportable())
-    with pytest.raises(UserError, match=r"cannot export model 'digits' from .* to ONNX opset 18: operator "
+    source = TrainingRunSource(digits_run)
+    source._model = Unexportable()
+    with pytest.raises(UserError, match=r"cannot export model 'digits' \(training-run .*\) to ONNX opset 18: operator "
                                         r"aten\.linalg_eig has no ONNX translation"):
-        export(exported, tmp_path / "model.onnx", ExportConfig())
+        export(source, tmp_path / "model.onnx", ExportConfig())
     assert not (tmp_path / "model.onnx").exists()
 
 

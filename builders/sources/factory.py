@@ -1,0 +1,94 @@
+"""Any ``nn.Module``: a Python factory ``package.module:function`` + weights in safetensors + a signature TOML.
+
+The factory is called without arguments and must return the module; its ``forward`` takes the signature's inputs
+positionally and returns a tensor or a tuple in the signature's output order. The weights are loaded strictly (a
+missing or unexpected key, or a size mismatch, names the weights file and the key). The module is then exported,
+checked and gated like a trained one.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.errors import UserError
+from common.files import sha256_file
+from builders.sources.base import HeldOut, ModelSource, generated_heldout, import_object, read_signature
+
+
+def load_weights(module, weights: Path, what: str = "the module") -> None:
+    """Strictly load a safetensors state dict into ``module``; a :class:`UserError` names what does not fit."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{weights}: cannot read safetensors ({exc})") from None
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # size mismatches
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise UserError(f"{weights} does not match {what}: {lines[1] if len(lines) > 1 else lines[0]}") from None
+    problems = []
+    if result.missing_keys:
+        problems.append(f"missing {', '.join(result.missing_keys[:5])}")
+    if result.unexpected_keys:
+        problems.append(f"unexpected {', '.join(result.unexpected_keys[:5])}")
+    if problems:
+        raise UserError(f"{weights} does not match {what}: " + "; ".join(problems))
+
+
+def _as_tuple_module(module):
+    from torch import nn
+
+    class TupleOutputs(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *inputs):
+            out = self.inner(*inputs)
+            return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+    return TupleOutputs(module).eval()
+
+
+class FactorySource(ModelSource):
+    kind = "factory"
+
+    def __init__(self, factory: str, weights: str | Path, signature_path: str | Path, task: str | None = None,
+                 name: str | None = None, heldout: str | Path | None = None):
+        from torch import nn
+
+        self.factory = factory
+        weights = Path(weights)
+        signature_path = Path(signature_path)
+        self.signature = read_signature(signature_path, task)
+        build = import_object(factory, "--factory")
+        if not weights.is_file():
+            raise UserError(f"--weights {weights} does not exist (expected a .safetensors file of the module's "
+                            "state dict)")
+        try:
+            module = build()
+        except Exception as exc:
+            raise UserError(f"--factory {factory!r}: calling it failed ({type(exc).__name__}: {exc})") from None
+        if not isinstance(module, nn.Module):
+            raise UserError(f"--factory {factory!r} returned {type(module).__name__}; expected a torch.nn.Module")
+        load_weights(module, weights)
+        self._module = _as_tuple_module(module.eval())
+        self.name = name or factory.rpartition(":")[2].replace(".", "_")
+        self._heldout_path = heldout
+        tok = self.signature.preprocessing.tokenizer_file
+        self.origin = {"kind": self.kind, "factory": factory, "path": str(weights.resolve()),
+                       "weights_sha256": sha256_file(weights), "signature": str(signature_path.resolve()),
+                       "signature_sha256": sha256_file(signature_path),
+                       "tokenizer_sha256": sha256_file(tok) if tok else None}
+
+    def module(self):
+        return self._module
+
+    def heldout(self) -> HeldOut:
+        if self._heldout_path is not None:
+            from builders.sources.heldout import read_heldout
+
+            return read_heldout(self._heldout_path, self.signature)
+        return generated_heldout(self.signature)
