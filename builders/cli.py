@@ -206,9 +206,12 @@ def cmd_lint(args) -> int:
 
 
 def _publish(package, args, settings) -> int:
+    from builders.object_store import is_s3, publish_and_roll_out
     from builders.pipeline import roll_out
     from builders.repository import prune_package, publish_package
 
+    if is_s3(args.repository):  # object storage: same whole-or-nothing publish, by pinning configs (object_store.py)
+        return publish_and_roll_out(package, args, settings)
     published = publish_package(package, args.repository, plan_check=not getattr(args, "skip_plan_check", False))
     print(f"published {package.primary} version {published.version} to {args.repository} "
           f"(previous: {published.previous or 'none'}; members: {', '.join(package.members)})")
@@ -228,6 +231,12 @@ def _work_dir(settings) -> Path:
     path = Path(settings.publish.work_dir)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _repository_arg(text: str):
+    from builders.object_store import repository_arg
+
+    return repository_arg(text)
 
 
 def cmd_publish(args) -> int:
@@ -354,8 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("publish", help="publish a package built with `build --no-publish` as version N+1")
     p.add_argument("--package", type=Path, required=True, help="the package/ folder of a build directory")
-    p.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository")
-    p.add_argument("--triton-url", help="HOST:PORT of a Triton in explicit mode to load the version on")
+    p.add_argument("--repository", type=_repository_arg, default=Path("model_repository"),
+                   help="model repository: a directory, or s3://[host:port/]bucket/prefix (Triton's form)")
+    p.add_argument("--triton-url", help="HOST:PORT of a Triton in explicit mode to load the version on (s3:// "
+                                        "repositories: a comma-separated list, one per replica)")
     p.add_argument("--keep", type=int, help="versions to keep per model")
     p.add_argument("--work-dir", type=Path, help="where rollout records go (overrides publish.work_dir)")
     p.add_argument("--skip-plan-check", action="store_true",
