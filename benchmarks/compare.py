@@ -207,7 +207,8 @@ def gpu_rows(exported, onnx_dir: Path, items, plan: Plan, progress: Progress, la
         runners.append(("onnxruntime-cuda", lambda c: inprocess.run_onnxruntime(
             str(onnx_dir / "model.onnx"), items, c, "batched", plan.duration_s, plan.warmup_s, provider="CUDAExecutionProvider")))
     else:
-        skipped.append("onnxruntime-cuda: this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
+        skipped.append("onnxruntime-cuda: this onnxruntime has no CUDAExecutionProvider (replace it with "
+                       "onnxruntime-gpu: see docker/requirements-ngc.txt)")
     for config, runner in runners:
         for c in plan.concurrency:
             m = runner(c)
@@ -296,6 +297,7 @@ def fastapi_rows(run_dir: Path, payload_file: Path, plan: Plan, work: Path, prog
 def run(args: argparse.Namespace) -> int:
     from benchmarks.compare_report import write_outputs
     from benchmarks.machine import machine_facts
+    from common.ort_install import inspect_install
     from training.export import load_exported
 
     try:
@@ -309,6 +311,8 @@ def run(args: argparse.Namespace) -> int:
     if args.ladder_rounds < 1:
         raise UserError(f"--ladder-rounds must be at least 1 (got {args.ladder_rounds})")
     plan = Plan(concurrency, args.seq_len, args.duration, args.warmup, args.ladder_rounds)
+    ort_install = inspect_install()  # CPU or GPU build, and its providers: recorded with the figures
+    print(f"[compare] {ort_install.summary()}", flush=True)
     run_dir, repository, results_dir = Path(args.run_dir), Path(args.repository), Path(args.results_dir)
     ensure_run(run_dir)
     exported = load_exported(run_dir)
@@ -338,7 +342,8 @@ def run(args: argparse.Namespace) -> int:
                                 "triton" not in args.skip, "ladder" not in args.skip)
         if "fastapi" not in args.skip:
             rows += fastapi_rows(run_dir, work / "payloads.npz", plan, work, progress, latencies)
-    summary = write_outputs(rows, latencies, plan, machine_facts(), skipped, results_dir,
+    facts = {**machine_facts(), "onnxruntime": ort_install.to_dict()}
+    summary = write_outputs(rows, latencies, plan, facts, skipped, results_dir,
                             time.monotonic() - started, {v.name: v.label for v in VARIANTS})
     print(f"[compare] wrote {results_dir / 'compare.json'}, {results_dir / 'compare-report.md'} and plots "
           f"in {time.monotonic() - started:.0f} s", flush=True)

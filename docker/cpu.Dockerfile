@@ -9,7 +9,8 @@ WORKDIR /app
 ENV PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu PYTHONUNBUFFERED=1
 COPY pyproject.toml requirements.lock README.md ./
 COPY common ./common
-RUN python3.11 -m common.bootstrap --venv /opt/venv
+RUN python3.11 -m common.bootstrap --venv /opt/venv \
+ && /opt/venv/bin/python -m common.ort_install --expect onnxruntime
 COPY training ./training
 COPY builders ./builders
 COPY clients ./clients

@@ -5,8 +5,11 @@ ARG NGC_TAG=24.12
 FROM nvcr.io/nvidia/pytorch:${NGC_TAG}-py3
 WORKDIR /app
 COPY docker/requirements-ngc.txt /tmp/requirements-ngc.txt
-RUN pip install --no-cache-dir -r /tmp/requirements-ngc.txt
+# ONNX Runtime's CPU and GPU builds are alternatives: remove whatever the base image has, install only the GPU build
+RUN pip uninstall -y onnxruntime onnxruntime-gpu \
+ && pip install --no-cache-dir -r /tmp/requirements-ngc.txt
 COPY common ./common
+RUN python -m common.ort_install --expect onnxruntime-gpu
 COPY training ./training
 COPY builders ./builders
 COPY clients ./clients

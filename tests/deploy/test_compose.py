@@ -88,3 +88,17 @@ def test_the_compose_prometheus_and_grafana_files_exist_where_they_are_mounted()
             source = volume.split(":")[0] if isinstance(volume, str) else volume.get("source", "")
             if source.startswith(("/", ".")):
                 assert Path(source).exists(), f"{name} mounts {source}, which is missing"
+
+
+@pytest.mark.parametrize("files, service", [(("docker-compose.yml",), "triton"),
+                                            (("docker-compose.yml", "docker-compose.cpu.yml"), "triton-cpu")])
+def test_triton_shares_the_host_ipc_namespace_for_system_shared_memory(files, service):
+    """A client in another container (or on the host) registers /dev/shm regions Triton must open by name."""
+    triton = services(*files)[service]
+    assert triton.get("ipc") == "host" and "shm_size" not in triton
+
+
+def test_the_gpu_triton_loads_version_compatible_plans():
+    """Plans built with tensorrt.version_compatible = true need Triton's TensorRT backend to allow host code."""
+    command = services("docker-compose.yml")["triton"]["command"]
+    assert "--backend-config=tensorrt,version-compatible=true" in command
