@@ -140,3 +140,23 @@ def generate(n: int, seed: int, tail_words: int = 7000, max_words: int = 127) ->
         text = " ".join(words) + rng.choice((".", "!", "?", "", " thanks."))
         examples.append(Example(text, label))
     return examples
+
+
+def write_jsonl(path, n: int, seed: int) -> int:
+    """Write ``n`` generated messages as ``{"text": ..., "label": "<intent>"}`` lines (the format ``python -m
+    training --from-pretrained ... --data`` and the sidecar read), atomically; returns the number written."""
+    import json
+
+    from common.files import atomic_write_text
+
+    lines = [json.dumps({"text": e.text, "label": INTENTS[e.label]}) + "\n" for e in generate(n, seed)]
+    atomic_write_text(path, "".join(lines))
+    return len(lines)
+
+
+if __name__ == "__main__":  # python -m training.corpora.support_tickets OUT.jsonl COUNT SEED
+    import sys
+
+    if len(sys.argv) != 4:
+        sys.exit("usage: python -m training.corpora.support_tickets OUT.jsonl COUNT SEED")
+    print(f"wrote {write_jsonl(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))} labelled messages to {sys.argv[1]}")
