@@ -2,7 +2,8 @@
 
 Copied by the builders as ``model.py`` next to ``labels.json`` (the training manifest's ``labels``, index i = class i).
 Input ``probabilities`` [rows, classes]; outputs ``label`` [rows, 1] and ``score`` [rows, 1]. Self-contained: numpy,
-the standard library and ``triton_python_backend_utils`` only.
+the standard library and ``triton_python_backend_utils`` only. A wrong number of classes, an empty input or NaN/Inf
+values are client mistakes, answered with Triton's invalid-argument code and a message naming the input.
 """
 import json
 import os
@@ -21,13 +22,25 @@ class TritonPythonModel:
         self.labels = np.array([label.encode("utf-8") for label in labels], dtype=object)
         self.input_name = config["input"][0]["name"]
 
+    def _problem(self, probabilities):
+        """What is wrong with a request's input, or None."""
+        if probabilities.ndim < 2 or probabilities.shape[-1] != len(self.labels):
+            return (f"input '{self.input_name}' has shape {list(probabilities.shape)}; expected [rows, "
+                    f"{len(self.labels)}] (one value per class of labels.json)")
+        if probabilities.size == 0:
+            return f"input '{self.input_name}' is empty (shape {list(probabilities.shape)}); expected at least one row"
+        if not np.isfinite(probabilities).all():
+            return f"input '{self.input_name}' holds NaN or Inf; only finite values are allowed"
+        return None
+
     def execute(self, requests):
         responses = []
         for request in requests:
             probabilities = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
-            if probabilities.shape[-1] != len(self.labels):
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(
-                    f"input '{self.input_name}' has {probabilities.shape[-1]} classes; labels.json has {len(self.labels)}")))
+            problem = self._problem(probabilities)
+            if problem:
+                responses.append(pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(problem, pb_utils.TritonError.INVALID_ARG)))
                 continue
             best = probabilities.argmax(axis=-1)
             score = np.take_along_axis(probabilities, best[:, None], axis=-1).astype(np.float32)

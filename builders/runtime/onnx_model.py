@@ -16,7 +16,15 @@ Every knob is a string parameter of ``config.pbtxt`` (written by ``python -m bui
 ``pad_values``                      JSON ``{input: value}``: inputs whose trailing axes may be right-padded to merge
                                     requests of different lengths (only for models whose outputs do not depend on it)
 ``max_dims``                        JSON ``{input: [max per non-batch axis]}``: larger requests are refused alone
+``token_inputs``                    JSON ``{input: {"vocab_size": V, "pad_id": P}}``: token-id inputs; ids must lie
+                                    in ``[0, V)`` (the tokenizer's vocabulary) and every row needs one id != P
 ==================================  ==========================================================================
+
+Client mistakes are answered with Triton's invalid-argument code (HTTP 400, gRPC ``INVALID_ARGUMENT``) and a message
+naming the input and what is allowed: an axis longer than ``max_dims``, an empty input (an axis of size 0), NaN or
+Inf in a floating-point input, token ids outside the vocabulary (negative ids included: ONNX Runtime's Gather would
+wrap them to the last rows), and rows made only of padding. Anything that still fails inside ONNX Runtime is a server
+error (INTERNAL).
 
 ``execute`` receives every request the dynamic batcher gathered. It validates each request on its own (a bad one gets
 its own error response), merges the rest along the batch axis (right-padding the ``pad_values`` inputs, grouping by
@@ -36,6 +44,10 @@ _LEVELS = {
     "ORT_ENABLE_EXTENDED": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "ORT_ENABLE_ALL": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
+
+
+class InvalidInput(ValueError):
+    """A client mistake: answered with Triton's invalid-argument code, never as a server error."""
 
 
 def _parameters(config):
@@ -67,18 +79,69 @@ class TritonPythonModel:
         self.pad_values = [pads.get(name) for name in self.input_names]
         limits = json.loads(params.get("max_dims", "{}"))
         self.max_dims = [tuple(limits[name]) if name in limits else None for name in self.input_names]
+        tokens = json.loads(params.get("token_inputs", "{}"))
+        self.token_limits = [tokens.get(name) for name in self.input_names]
+        # Triton warms every instance up before the model serves anyone, with zero ids (rows of only padding) and
+        # random bytes as floats (NaN and Inf among them), and an error answer to a warm-up request makes Triton 2.51
+        # crash. No client request can reach the instance before its warm-up ends, so the first requests, as many as
+        # the warm-up sends (batch_size one-row requests per sample, count times), skip the content checks.
+        self.warmup_left = sum(max(1, int(w.get("batch_size", 1))) * max(1, int(w.get("count", 1)))
+                               for w in config.get("model_warmup", []))
+
+    # -- validation: every check names the input and what it allows --------------------------------------------------
+    @staticmethod
+    def _check_shape(name, array, limit):
+        if array.size == 0:
+            raise InvalidInput(f"input '{name}' is empty (shape {list(array.shape)}); every axis needs at least one "
+                               "element")
+        if limit is not None and any(size > most for size, most in zip(array.shape[1:], limit)):
+            raise InvalidInput(f"input '{name}' has shape {list(array.shape)}; the non-batch axes allow at most "
+                               f"{list(limit)}")
+
+    @staticmethod
+    def _check_finite(name, array):
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            where = np.argwhere(~np.isfinite(array))[0].tolist()
+            raise InvalidInput(f"input '{name}' holds NaN or Inf (first at index {where}); only finite values are "
+                               "allowed")
+
+    @staticmethod
+    def _check_ids(name, array, limits):
+        if limits is None or array.dtype.kind not in "iu":
+            return
+        vocab = limits.get("vocab_size")
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or (vocab is not None and high >= vocab):
+            bad = low if low < 0 else high
+            allowed = f"[0, {vocab - 1}]" if vocab is not None else "ids >= 0"
+            raise InvalidInput(f"input '{name}' holds token id {bad}; the vocabulary allows {allowed}")
+
+    @staticmethod
+    def _check_padding(name, array, limits):
+        pad = None if limits is None else limits.get("pad_id")
+        if pad is None or array.dtype.kind not in "iu":
+            return
+        rows = array.reshape(array.shape[0], -1)
+        empty = np.flatnonzero((rows == pad).all(axis=1))
+        if empty.size:
+            raise InvalidInput(f"input '{name}' row {int(empty[0])} is only padding (id {pad}); every row needs "
+                               "at least one real token")
 
     # -- one request -------------------------------------------------------------------------------------------------
     def _inputs_of(self, request):
+        warming_up = self.warmup_left > 0
+        self.warmup_left -= warming_up
         arrays = []
-        for name, limit in zip(self.input_names, self.max_dims):
+        for name, limit, tokens in zip(self.input_names, self.max_dims, self.token_limits):
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is None:
-                raise ValueError(f"input '{name}' is missing")
+                raise InvalidInput(f"input '{name}' is missing")
             array = tensor.as_numpy()
-            if limit is not None and any(size > most for size, most in zip(array.shape[1:], limit)):
-                raise ValueError(f"input '{name}' has shape {list(array.shape)}; the non-batch axes allow at most "
-                                 f"{list(limit)}")
+            self._check_shape(name, array, limit)
+            self._check_ids(name, array, tokens)
+            if not warming_up:
+                self._check_finite(name, array)
+                self._check_padding(name, array, tokens)
             arrays.append(array)
         return arrays
 
@@ -87,8 +150,9 @@ class TritonPythonModel:
             pb_utils.Tensor(name, out[start:stop]) for name, out in zip(self.output_names, outputs)])
 
     @staticmethod
-    def _error(message):
-        return pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
+    def _error(message, code=None):
+        code = pb_utils.TritonError.INTERNAL if code is None else code
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
 
     # -- merging -----------------------------------------------------------------------------------------------------
     def _group_key(self, arrays):
@@ -134,8 +198,8 @@ class TritonPythonModel:
         for index, request in enumerate(requests):
             try:
                 arrays = self._inputs_of(request)
-            except ValueError as exc:
-                responses[index] = self._error(str(exc))
+            except InvalidInput as exc:
+                responses[index] = self._error(str(exc), pb_utils.TritonError.INVALID_ARG)
                 continue
             groups.setdefault(self._group_key(arrays), []).append((index, arrays))
         for group in groups.values():
