@@ -11,6 +11,11 @@ Accepted forms:
 numpy arrays are checked strictly (their dtype is a statement of what the caller meant); Python lists and JSON values
 have no dtype of their own and are converted to the model's datatype. Every refusal is an
 :class:`~clients.errors.InvalidRequest` whose message says what was sent and what the model expects.
+
+The checks run before anything is sent, so the request never reaches the cases Triton 2.51's own HTTP/JSON parser
+answers with 500 (malformed JSON, data that does not fit the shape, strings or floats for an integer input): the
+client builds every request from typed numpy arrays with tritonclient. It also refuses what the served runtimes refuse
+with invalid-argument (see ``model_repository/README.md``): NaN or Inf in floating-point inputs, empty texts.
 """
 from __future__ import annotations
 
@@ -75,6 +80,10 @@ def _is_text(value: Any) -> bool:
 def _text_inputs(info: ModelInfo, texts: Sequence[str], tokenizer: Tokenizer | None) -> dict[str, np.ndarray]:
     if len(texts) == 0:
         raise InvalidRequest(f"empty request: no text to send to model '{info.name}' (expected at least one string)")
+    blank = next((i for i, text in enumerate(texts) if not text.strip()), None)
+    if blank is not None:
+        raise InvalidRequest(f"text {blank} is empty: model '{info.name}' needs at least one non-space character per "
+                             "text (the server refuses empty texts too)")
     required = [t for t in info.inputs if not t.optional]
     if len(required) == 1 and required[0].is_bytes:
         spec = required[0]
@@ -149,6 +158,10 @@ def check(info: ModelInfo, arrays: Mapping[str, np.ndarray]) -> int:
                                  f"{spec.datatype} (sent {sent}; expected {expected})")
         if array.size == 0:
             raise InvalidRequest(f"empty request: input '{name}' of {model} holds no values (sent {sent}; expected {expected})")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            where = np.argwhere(~np.isfinite(array))[0].tolist()
+            raise InvalidRequest(f"{model}: input '{name}' holds NaN or Inf (first at index {where}); the model accepts "
+                                 f"finite values only (sent {sent})")
         if not _shape_matches(spec.shape, array.shape):
             raise InvalidRequest(f"{model}: input '{name}' has shape [{', '.join(map(str, array.shape))}] but the "
                                  f"model expects [{', '.join(_dims(spec, info.max_batch_size))}] (sent {sent})")
