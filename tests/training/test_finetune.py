@@ -227,3 +227,44 @@ def test_bad_input_is_one_line_naming_file_line_or_setting(tmp_path, data, case)
     if case == "bad_target":
         assert "linear modules there: " in lines[-1] and "value" in lines[-1] and "dense" in lines[-1]
     assert not list((tmp_path / "run" / "checkpoints").glob("*.pt")) if (tmp_path / "run").exists() else True
+
+
+def test_sidecar_keeps_fine_tuning_the_adapter_on_new_jsonl(tmp_path, data):
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from common.net import free_port
+    from tests.training.conftest import start_training, stop_process, wait_for
+
+    run_dir, watch, log, port = tmp_path / "run", tmp_path / "incoming", tmp_path / "sidecar.log", free_port()
+    watch.mkdir()
+    args = ["--sidecar", *lora_args(data, run_dir), "--epochs", "1", "--epochs-per-round", "1",
+            "--max-train-samples", "16", "--watch-dir", str(watch), "--poll-seconds", "0.3",
+            "--metrics-port", str(port), "--metrics-host", "127.0.0.1"]
+    proc = start_training(*args, log=log)
+    try:
+        wait_for(lambda: "idle: watching" in log.read_text(), 180, "the first round", proc, log)
+        first = json.loads((run_dir / "manifest.json").read_text())
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        samples = {s.name: s for f in text_string_to_metric_families(text) for s in f.samples}
+        assert samples["training_step"].value == 2 and samples["training_running"].value == 0
+
+        (watch / "bad.jsonl").write_text('{"text": "where is my parcel", "label": "refunds"}\n')
+        support_tickets.write_jsonl(watch / ".more.jsonl", 16, seed=11)
+        (watch / ".more.jsonl").rename(watch / "more.jsonl")
+        wait_for(lambda: log.read_text().count("idle: watching") >= 2, 180, "the second round", proc, log)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        stop_process(proc)
+    text = log.read_text()
+    assert "rejected new data" in text and "label 'refunds' is not one of the classes" in text
+    assert "folded in 16 new records" in text
+    payload = final_checkpoint(run_dir)
+    assert payload["step"] == 2 + 4 and [e["records"] for e in payload["incoming"]] == [16]
+    assert all("lora_" in k or "classifier.modules_to_save" in k for k in payload["model"])
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["training"]["incoming_data"] == [payload["incoming"][0]["file"]]
+    assert manifest["training"]["finetune"]["merge_parity"]["passed"]
+    assert manifest["created_at"] >= first["created_at"] and (run_dir / "adapter" / "adapter_config.json").is_file()
