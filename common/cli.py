@@ -32,3 +32,15 @@ def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None, entry:
     args = parser.parse_args(argv)
     function = getattr(args._module, entry)
     return (function(args=args) if entry == "main" else function(args)) or 0
+
+
+def command_args(prog: str, description: str | None, add_arguments, argv: Sequence[str] | None,
+                 args: argparse.Namespace | None) -> argparse.Namespace:
+    """The parsed arguments of one command module, whether its package's CLI parsed them already (``args``) or the
+    module runs on its own (``argv``): every command's ``main(argv=None, args=None)`` starts with this line."""
+    if args is not None:
+        return args
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return parser.parse_args(argv)

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
+from common import cli
 from common.errors import UserError
 from common.files import atomic_write_text
 from monitoring.alert_rules import alert_groups
@@ -98,10 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = None) -> int:
-    if args is None:
-        parser = argparse.ArgumentParser(prog="python -m monitoring generate", description=__doc__)
-        add_arguments(parser)
-        args = parser.parse_args(argv)
+    args = cli.command_args("python -m monitoring generate", __doc__, add_arguments, argv, args)
     slo = load_slo(args.slo)
     root = Path(args.out)
     files = generated_files(slo)

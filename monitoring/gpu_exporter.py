@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
+from common import cli
 from common.errors import UserError
 from common.foreground import stop_requested
 from common.net import port_in_use
@@ -186,11 +187,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = None) -> int:
-    if args is None:
-        parser = argparse.ArgumentParser(prog="python -m monitoring gpu-exporter", description=__doc__,
-                                         formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_arguments(parser)
-        args = parser.parse_args(argv)
+    args = cli.command_args("python -m monitoring gpu-exporter", __doc__, add_arguments, argv, args)
     collector = NvmlCollector()
     reg = registry(collector)
     if args.once:

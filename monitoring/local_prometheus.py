@@ -26,6 +26,7 @@ from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from common import cli
 from common.errors import UserError
 from common.files import atomic_write_text
 from common.foreground import foreground
@@ -249,11 +250,7 @@ def report_targets(targets: list[TargetHealth]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = None) -> int:
-    if args is None:
-        parser = argparse.ArgumentParser(prog="python -m monitoring prometheus", description=__doc__,
-                                         formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_arguments(parser)
-        args = parser.parse_args(argv)
+    args = cli.command_args("python -m monitoring prometheus", __doc__, add_arguments, argv, args)
     config = config_from_args(args)
     prometheus = LocalPrometheus(config)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from common import cli
 from common.errors import UserError
 from monitoring.generate import ALERT_RULES, MONITORING_DIR, PROMETHEUS_CONFIG, RECORDING_RULES, RULE_TESTS
 from monitoring.generate import generated_files, stale_files
@@ -71,10 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = None) -> int:
-    if args is None:
-        parser = argparse.ArgumentParser(prog="python -m monitoring check", description=__doc__)
-        add_arguments(parser)
-        args = parser.parse_args(argv)
+    args = cli.command_args("python -m monitoring check", __doc__, add_arguments, argv, args)
     root = Path(args.dir)
     stale = stale_files(root, generated_files(load_slo(args.slo)))
     if stale:

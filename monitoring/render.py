@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
+from common import cli
 from common.errors import UserError
 from common.files import atomic_write_json
 from common.plots import save_png
@@ -273,11 +274,7 @@ def time_range(args: argparse.Namespace) -> tuple[float, float]:
 
 
 def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = None) -> int:
-    if args is None:
-        parser = argparse.ArgumentParser(prog="python -m monitoring panels", description=__doc__,
-                                         formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_arguments(parser)
-        args = parser.parse_args(argv)
+    args = cli.command_args("python -m monitoring panels", __doc__, add_arguments, argv, args)
     slo = load_slo(args.slo)
     start, end = time_range(args)
     if end <= start:

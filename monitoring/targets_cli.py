@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
+from common import cli
 from common.errors import UserError
 from monitoring.prom_api import PrometheusAPI, describe_down
 
@@ -20,10 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = None) -> int:
-    if args is None:
-        parser = argparse.ArgumentParser(prog="python -m monitoring targets", description=__doc__)
-        add_arguments(parser)
-        args = parser.parse_args(argv)
+    args = cli.command_args("python -m monitoring targets", __doc__, add_arguments, argv, args)
     targets = PrometheusAPI(args.prometheus).targets()
     for t in targets:
         print(f"  {t.job:<14} {t.instance:<28} {t.health}", flush=True)
