@@ -18,7 +18,8 @@ from builders.object_store import DEFAULT_CONFIG, ObjectRepository, parse, pin, 
 from builders.repository import Package
 from common.errors import UserError
 from common.net import free_port
-from tests.deploy.s3_fixtures import aws_credentials, create_bucket, make_package, moto_server
+from deploy.local_s3 import aws_credentials, create_bucket, moto_server
+from deploy.probe_model import make_package
 
 ROOT = Path(__file__).resolve().parents[2]
 
