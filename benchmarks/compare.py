@@ -41,6 +41,17 @@ DEMO_TRAINING_CONFIG = "training/configs/textclf-demo.toml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", choices=["textclf", "minilm"], default="textclf",
+                        help="textclf (default): our trained classifier every way; minilm: the real all-MiniLM-L6-v2 "
+                             "against sentence-transformers, ONNX Runtime, FastAPI and Infinity "
+                             "(benchmarks/compare_minilm.py)")
+    parser.add_argument("--quick", action="store_true",
+                        help="minilm: a smoke run (concurrency 1 and 4, 1 s windows, 64 sentences), for tests")
+    parser.add_argument("--configs", help="minilm: comma-separated subset of sentence-transformers, onnxruntime, "
+                                          "triton, fastapi, infinity (default all)")
+    parser.add_argument("--infinity-venv", type=Path,
+                        help="minilm: Infinity's own virtual environment (default .cache/peers/infinity-0.0.78; "
+                             "created on first use)")
     parser.add_argument("--run-dir", default="runs/textclf",
                         help="textclf training run (default runs/textclf; trained with the demo settings if missing)")
     parser.add_argument("--repository", default="model_repository",
@@ -51,7 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each point (default 1)")
     parser.add_argument("--ladder-rounds", type=int, default=2,
                         help="interleaved rounds of the tuning ladder; each step reports its median (default 2)")
-    parser.add_argument("--skip", action="append", default=[], choices=["inprocess", "triton", "fastapi", "ladder"],
+    parser.add_argument("--skip", action="append", default=[],
+                        choices=["inprocess", "triton", "fastapi", "ladder", "infinity", "onnxruntime",
+                                 "sentence-transformers"],
                         help="leave a group out (repeatable)")
     parser.add_argument("--results-dir", default=str(RESULTS_DIR), help="where results go (default benchmarks/results)")
 
@@ -295,6 +308,10 @@ def fastapi_rows(run_dir: Path, payload_file: Path, plan: Plan, work: Path, prog
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.model == "minilm":
+        from benchmarks import compare_minilm
+
+        return compare_minilm.run(args)
     from benchmarks.compare_report import write_outputs
     from benchmarks.machine import machine_facts
     from common.ort_install import inspect_install

@@ -120,3 +120,50 @@ def run_torch(model, payloads, concurrency: int, mode: Mode, duration_s: float, 
         return _measure(call, callers, per_call, duration_s, warmup_s)
     finally:
         torch.set_num_threads(previous)
+
+
+# -- embedding models: raw sentences in, unit vectors out ---------------------------------------------------------
+def sentence_batches(sentences: list[str], size: int) -> list[list[str]]:
+    """Consecutive sentences in groups of ``size`` (what ideal batching of ``size`` concurrent requests would run)."""
+    return [sentences[start:start + size] for start in range(0, len(sentences) - size + 1, size)] or [sentences[:size]]
+
+
+def run_sentence_transformers(model, sentences: list[str], batch: int, duration_s: float, warmup_s: float
+                              ) -> Measurement:
+    """``SentenceTransformer.encode`` of ``batch`` sentences per call, tokenization included, all cores."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    groups = sentence_batches(sentences, batch)
+
+    def call(i: int) -> None:
+        model.encode(groups[i % len(groups)], batch_size=batch, normalize_embeddings=True, convert_to_numpy=True)
+
+    try:
+        return _measure(call, 1, batch, duration_s, warmup_s)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def onnxruntime_session(onnx_path: str, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    return ort.InferenceSession(onnx_path, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def run_onnxruntime_text(session, encoder, sentences: list[str], batch: int, duration_s: float, warmup_s: float
+                         ) -> Measurement:
+    """Tokenize ``batch`` sentences (padded to the longest) and run the encoder graph on them: the in-process limit
+    of a server that batches ideally. ``encoder`` is a :class:`clients.embeddings.TokenEncoder`."""
+    groups = sentence_batches(sentences, batch)
+    names = [i.name for i in session.get_inputs()]
+
+    def call(i: int) -> None:
+        arrays = encoder.encode(groups[i % len(groups)])
+        session.run(None, {name: arrays[name] for name in names})
+
+    return _measure(call, 1, batch, duration_s, warmup_s)

@@ -9,7 +9,9 @@ measured apart from the server's, and prints one JSON object: every latency in m
 requests/s and its own CPU seconds.
 
 Targets: ``triton-grpc`` (grpc.aio with pre-serialized ``ModelInferRequest`` bytes), ``triton-http`` (aiohttp with Triton's binary tensor bodies),
-``fastapi`` (aiohttp posting JSON to the baseline service in benchmarks/baseline_fastapi.py).
+``fastapi`` (aiohttp posting JSON to the baseline service in benchmarks/baseline_fastapi.py); for embedding models
+``fastapi-embed`` (``{"sentences": [...]}`` to benchmarks/peers/fastapi_embed.py) and ``infinity`` (Infinity's
+OpenAI-style ``{"input": [...], "model": ...}``), both built from text payloads.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from benchmarks.payloads import load_payloads
 class LoadSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    target: Literal["triton-grpc", "triton-http", "triton-http-json", "fastapi"]
+    target: Literal["triton-grpc", "triton-http", "triton-http-json", "fastapi", "fastapi-embed", "infinity"]
     url: str = Field(description="host:port")
     model: str
     payload_file: str
@@ -113,6 +115,12 @@ def http_bodies(spec: LoadSpec, payloads) -> tuple[str, list[tuple[bytes, dict[s
     """Request path and pre-encoded bodies for the HTTP targets."""
     import tritonclient.http as httpclient
 
+    if spec.target in ("fastapi-embed", "infinity"):
+        texts = [[t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in p["text"].ravel()] for p in payloads]
+        if spec.target == "infinity":
+            return "/embeddings", [(json.dumps({"input": t, "model": spec.model}).encode(),
+                                    {"Content-Type": "application/json"}) for t in texts]
+        return "/embed", [(json.dumps({"sentences": t}).encode(), {"Content-Type": "application/json"}) for t in texts]
     if spec.target == "fastapi":
         return "/predict", [(json.dumps({name: array.tolist() for name, array in p.items()}).encode(),
                              {"Content-Type": "application/json"}) for p in payloads]

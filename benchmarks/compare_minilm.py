@@ -1,0 +1,497 @@
+"""``python -m benchmarks compare --model minilm``: the real all-MiniLM-L6-v2 served every way a user would pick,
+side by side, in one run, on the same sentences.
+
+Sentences: benchmarks/sentences.py (held-out support messages and longer ones up to the model's 256 tokens), the same
+list for every configuration. Single-sentence requests at concurrency 1/4/16/64, plus a batch-32 request mix
+(requests of 32 sentences at concurrency 4; in-process: encode calls of 32):
+
+* in-process (``sentence-transformers``, ``onnxruntime-fp32``, ``onnxruntime-int8``): ``SentenceTransformer.encode``,
+  and the builders' ONNX graphs run by ONNX Runtime with tokenization, both with ideal batching (concurrency ``c`` =
+  one call of ``c`` sentences): the limit a server can approach;
+* our Triton (``triton-grpc-text``, ``triton-http-text``: raw text through the ``minilm_text`` ensemble;
+  ``triton-grpc-tokens``: pre-tokenized input straight to the ``minilm`` encoder), with Triton's own per-step
+  breakdown (tokenizer and encoder: queue, compute, executed batch);
+* ``fastapi-sentence-transformers``: FastAPI + uvicorn + sentence-transformers as teams write it
+  (benchmarks/peers/fastapi_embed.py);
+* ``infinity``: Infinity 0.0.78 from PyPI in its own virtual environment (benchmarks/peers/infinity.py), offline.
+
+Before any timing counts, every peer embeds the same check sentences and must agree with sentence-transformers
+(cosine >= 0.999; INT8 ONNX >= 0.99, the builders' INT8 acceptance bound): a peer that cannot be installed, cannot
+start or disagrees stops with a message naming it and why, and the other rows still run. Served configurations are
+driven by benchmarks/loadgen.py in its own process, so server and load-generator CPU are reported apart.
+
+Writes under benchmarks/results/: ``compare-minilm.json`` (rows), ``compare-minilm-report.md`` (machine facts and
+versions, targets met or missed with numbers, the rows, why any peer is missing), ``compare-minilm-summary.json`` and
+PNG plots. ``--quick`` runs a small version (concurrency 1 and 4, short windows, few sentences) for tests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import RESULTS_DIR
+from benchmarks.compare import run_loadgen, summarize
+from benchmarks.cpu_usage import CpuMeter
+from benchmarks.peers.infinity import PeerUnavailable
+from benchmarks.triton_stats import StatsWindow
+from common.errors import UserError
+from common.net import free_port, wait_http_ok
+from common.processes import stop as stop_process
+
+ROOT = Path(__file__).resolve().parents[1]
+GROUPS = ("sentence-transformers", "onnxruntime", "triton", "fastapi", "infinity")
+MODEL_NAMES = ("minilm", "minilm_tokenizer", "minilm_text")
+CHECK_SENTENCES = 16
+FP32_AGREEMENT, INT8_AGREEMENT = 0.999, 0.99
+
+
+@dataclass
+class MinilmPlan:
+    concurrency: list[int]
+    duration_s: float
+    warmup_s: float
+    sentences: int = 512
+    batch: int = 32  # sentences per request in the batch mix
+    batch_concurrency: int = 4  # batch-mix requests in flight (served configurations)
+    groups: tuple[str, ...] = GROUPS
+    quick: bool = False
+    infinity_venv: Path | None = None  # default: benchmarks.peers.infinity.DEFAULT_VENV
+    seq_len: int = 256  # the longest a sentence gets (for compare_report's plan fields)
+
+
+@dataclass
+class Inputs:
+    """The sentences and every form of them the configurations send, prepared once."""
+
+    sentences: list[str]
+    tokens: list[int]  # per sentence, after truncation
+    files: dict[str, Path] = field(default_factory=dict)  # "text-1", "text-32", "tokens-1", "tokens-32"
+    tokens_per_request: dict[str, float] = field(default_factory=dict)
+
+
+def plan_from_args(args: argparse.Namespace) -> MinilmPlan:
+    groups = GROUPS
+    if getattr(args, "configs", None):
+        groups = tuple(g.strip() for g in args.configs.split(",") if g.strip())
+        unknown = [g for g in groups if g not in GROUPS]
+        if unknown or not groups:
+            raise UserError(f"--configs {args.configs!r}: unknown group {', '.join(unknown) or '(none)'}; expected a "
+                            f"comma-separated subset of {', '.join(GROUPS)}")
+    skipped = {g for s in args.skip for g in (("sentence-transformers", "onnxruntime") if s == "inprocess" else (s,))}
+    groups = tuple(g for g in groups if g not in skipped)
+    if not groups:
+        raise UserError("--configs/--skip leave no configuration to measure")
+    if args.quick:
+        concurrency = [1, 4] if args.concurrency == "1,4,16,64" else parse_concurrency(args.concurrency)
+        return MinilmPlan(concurrency, min(args.duration, 2.0), min(args.warmup, 0.5), sentences=64, batch=8,
+                          batch_concurrency=2, groups=groups, quick=True,
+                          infinity_venv=getattr(args, "infinity_venv", None))
+    return MinilmPlan(parse_concurrency(args.concurrency), args.duration, args.warmup, groups=groups,
+                      infinity_venv=getattr(args, "infinity_venv", None))
+
+
+def parse_concurrency(text: str) -> list[int]:
+    try:
+        levels = sorted({int(c) for c in text.split(",") if c.strip()})
+    except ValueError:
+        levels = []
+    if not levels or levels[0] < 1:
+        raise UserError(f"--concurrency {text!r}: expected comma-separated positive integers, e.g. 1,4,16,64")
+    return levels
+
+
+# -- inputs ------------------------------------------------------------------------------------------------------------
+def prepare_inputs(plan: MinilmPlan, work: Path, encoder) -> Inputs:
+    from benchmarks.payloads import save_payloads
+    from benchmarks.sentences import benchmark_sentences
+
+    sentences = benchmark_sentences(plan.sentences)
+    tokens = encoder.token_counts(sentences)
+    inputs = Inputs(sentences, tokens)
+    for batch in (1, plan.batch):
+        groups = [sentences[i:i + batch] for i in range(0, len(sentences) - batch + 1, batch)]
+        counts = [sum(tokens[i:i + batch]) for i in range(0, len(sentences) - batch + 1, batch)]
+        text = [{"text": np.array([[s.encode("utf-8")] for s in g], dtype=np.object_)} for g in groups]
+        tok = [encoder.encode(g) for g in groups]
+        for kind, payloads in (("text", text), ("tokens", tok)):
+            key = f"{kind}-{batch}"
+            inputs.files[key] = save_payloads(work / f"{key}.npz", payloads)
+            inputs.tokens_per_request[key] = float(np.mean(counts))
+    return inputs
+
+
+def agreement(peer: str, vectors: np.ndarray, reference: np.ndarray, sentences: list[str], threshold: float) -> dict:
+    """Cosine of each of ``peer``'s vectors to sentence-transformers'; :class:`PeerUnavailable` below ``threshold``."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    if vectors.shape != reference.shape:
+        raise PeerUnavailable(f"{peer}: returned embeddings of shape {list(vectors.shape)}, sentence-transformers "
+                              f"{list(reference.shape)}")
+    cosine = (vectors * reference).sum(axis=1) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(reference, axis=1))
+    worst = int(np.argmin(cosine))
+    if not np.isfinite(cosine).all() or cosine[worst] < threshold:
+        raise PeerUnavailable(f"{peer}: embeddings disagree with sentence-transformers (cosine {cosine[worst]:.5f} < "
+                              f"{threshold} on {sentences[worst][:60]!r})")
+    return {"min_cosine": round(float(cosine.min()), 6), "mean_cosine": round(float(cosine.mean()), 6),
+            "threshold": threshold, "sentences": len(sentences)}
+
+
+def post_json(url: str, body: dict, timeout_s: float = 60.0) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        return json.loads(response.read())
+
+
+# -- rows ----------------------------------------------------------------------------------------------------------------
+class Recorder:
+    """Collects rows, latencies (for the CDF), and configurations that were stopped, printing progress."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+        self.latencies: dict[tuple[str, int, int], list[float]] = {}
+        self.problems: list[dict] = []
+        self.t0 = time.monotonic()
+
+    def add(self, row: dict, latencies: list[float]) -> None:
+        self.rows.append(row)
+        self.latencies[(row["config"], row["concurrency"], row["batch"])] = latencies
+        elapsed = time.monotonic() - self.t0
+        print(f"[compare] {row['config']} c={row['concurrency']} batch={row['batch']}: "
+              f"{row['sentences_per_s']:.0f} sentences/s, p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms"
+              + (f", {row['errors']} errors" if row["errors"] else "") + f" (elapsed {elapsed:.0f} s)", flush=True)
+
+    def stopped(self, config: str, reason: str) -> None:
+        self.problems.append({"config": config, "reason": reason})
+        print(f"[compare] {config}: not measured: {reason}", flush=True)
+
+
+def make_row(config: str, family: str, protocol: str, concurrency: int, batch: int, latencies: list[float],
+             throughput_rps: float, errors: dict, tokens_per_request: float, description: str, **extra) -> dict:
+    row = {"config": config, "family": family, "protocol": protocol, "concurrency": concurrency, "batch": batch,
+           **summarize(latencies, throughput_rps, errors)}
+    row["sentences_per_s"] = round(row["throughput_rps"] * batch, 1)
+    row["tokens_per_s"] = round(row["throughput_rps"] * tokens_per_request, 1)
+    row["description"] = description
+    row.update({"cpu_server_cores": None, "cpu_loadgen_cores": None, "server_side": None, "check": None})
+    row.update(extra)
+    return row
+
+
+def served_rows(recorder: Recorder, config: str, family: str, protocol: str, target: str, url: str, model: str,
+                server_pid: int, stats_url: str | None, inputs: Inputs, kind: str, plan: MinilmPlan, work: Path,
+                description: str, check: dict, precision: str = "fp32") -> None:
+    points = [(c, 1) for c in plan.concurrency] + [(plan.batch_concurrency, plan.batch)]
+    for concurrency, batch in points:
+        key = f"{kind}-{batch}"
+        meter = CpuMeter({"server": server_pid}).start()
+        stats = StatsWindow(stats_url, model).start() if stats_url else None
+        result = run_loadgen(target, url, model, inputs.files[key], concurrency, plan, work)
+        cores = meter.stop()
+        row = make_row(config, family, protocol, concurrency, batch, result["latencies_ms"], result["throughput_rps"],
+                       result["errors"], inputs.tokens_per_request[key], description,
+                       cpu_server_cores=cores.get("server"), cpu_loadgen_cores=round(result["cpu_cores"], 3),
+                       server_side=stats.stop() if stats else None, check=check, precision=precision,
+                       model_variant=model)
+        recorder.add(row, result["latencies_ms"])
+
+
+# -- in-process ------------------------------------------------------------------------------------------------------------
+def inprocess_rows(recorder: Recorder, st_model, onnx: dict[str, Path | None], encoder, inputs: Inputs,
+                   reference: np.ndarray, check_sentences: list[str], plan: MinilmPlan) -> None:
+    from benchmarks import inprocess
+
+    # (concurrency, sentences per call, sentences per request): concurrency c of single-sentence requests is one call
+    # of c sentences; the batch mix is one caller making calls of 32
+    points = [(c, c, 1) for c in plan.concurrency] + [(1, plan.batch, plan.batch)]
+    mean_tokens = float(np.mean(inputs.tokens))
+
+    def add(config: str, point: tuple[int, int, int], m, description: str, check: dict | None) -> None:
+        concurrency, per_call, batch = point
+        rps = m.throughput_rps / batch  # m counts sentences; a batch-mix request is 32 of them
+        recorder.add(make_row(config, "in-process", "in-process", concurrency, batch, m.latencies_ms, rps, m.errors,
+                              mean_tokens * batch, description, cpu_server_cores=m.cpu_cores, check=check,
+                              sentences_per_call=per_call,
+                              precision="int8" if config.endswith("int8") else "fp32"), m.latencies_ms)
+
+    if "sentence-transformers" in plan.groups:
+        for point in points:
+            m = inprocess.run_sentence_transformers(st_model, inputs.sentences, point[1], plan.duration_s, plan.warmup_s)
+            add("sentence-transformers", point, m,
+                "SentenceTransformer.encode (PyTorch), one call of `concurrency` sentences (ideal batching); batch mix: "
+                "calls of 32", None)
+    if "onnxruntime" not in plan.groups:
+        return
+    for precision in ("fp32", "int8"):
+        config = f"onnxruntime-{precision}"
+        path = onnx.get(precision)
+        if path is None:
+            recorder.stopped(config, onnx.get(f"{precision}_why") or "no ONNX file")
+            continue
+        try:
+            session = inprocess.onnxruntime_session(str(path))
+            names = [i.name for i in session.get_inputs()]
+            arrays = encoder.encode(check_sentences)
+            vectors = session.run(None, {n: arrays[n] for n in names})[0]
+            check = agreement(config, vectors, reference, check_sentences,
+                              INT8_AGREEMENT if precision == "int8" else FP32_AGREEMENT)
+        except PeerUnavailable as exc:
+            recorder.stopped(config, str(exc))
+            continue
+        except Exception as exc:  # a graph ONNX Runtime cannot run: this row stops, the others run
+            recorder.stopped(config, f"ONNX Runtime could not run {path.name}: {type(exc).__name__}: {exc}")
+            continue
+        for point in points:
+            m = inprocess.run_onnxruntime_text(session, encoder, inputs.sentences, point[1], plan.duration_s,
+                                               plan.warmup_s)
+            add(config, point, m, f"ONNX Runtime {precision.upper()} ({path.name}) with tokenization, "
+                "one call of `concurrency` sentences (ideal batching); batch mix: calls of 32", check)
+
+
+# -- our Triton ------------------------------------------------------------------------------------------------------------
+def serving_repository(repository: Path, model_dir: Path, work: Path) -> Path:
+    """A repository holding only minilm, its tokenizer and the ensemble: copied (latest version) from ``repository``
+    when it serves all three, else built now by the builders from the MiniLM folder (as a user would)."""
+    target = work / "repo"
+    if all((repository / name / "config.pbtxt").is_file() for name in MODEL_NAMES):
+        for name in MODEL_NAMES:
+            source = repository / name
+            versions = [p.name for p in source.iterdir() if p.is_dir() and p.name.isdigit()]
+            latest = max(versions, key=int) if versions else None
+
+            def older_versions(folder, names, source=source, latest=latest):
+                return [n for n in names if Path(folder) == source and n.isdigit() and n != latest]
+
+            shutil.copytree(source, target / name, ignore=older_versions)
+        print(f"[compare] serving minilm as built in {repository}", flush=True)
+        return target
+    print(f"[compare] {repository} does not serve {', '.join(MODEL_NAMES)}: building them from {model_dir} "
+          "(python -m builders build --hf-dir ... --task embedding --name minilm)", flush=True)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "builders", "build", "--hf-dir", str(model_dir), "--task", "embedding",
+                           "--name", "minilm", "--repository", str(target), "--work-dir", str(work / "builds"),
+                           "--quiet"], cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = [line for line in (done.stderr or done.stdout).strip().splitlines() if line.strip()]
+        raise PeerUnavailable(f"building minilm with the builders failed (exit status {done.returncode}): "
+                              f"{lines[-1] if lines else 'no output'}")
+    print(f"[compare] built minilm in {time.monotonic() - started:.0f} s", flush=True)
+    return target
+
+
+def onnx_files(repo: Path) -> dict:
+    """The encoder's FP32 and INT8 ONNX graphs in the served version (INT8 only when the builders accepted it)."""
+    folder = repo / "minilm"
+    versions = [p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
+    version = max(versions, key=lambda p: int(p.name))
+    found: dict = {"fp32": version / "model.onnx", "int8": version / "model.int8.onnx"}
+    for precision, path in list(found.items()):
+        if not path.is_file():
+            found[precision] = None
+            found[f"{precision}_why"] = (f"the builders published no {path.name} in {version} (INT8 is refused when it "
+                                         "misses its agreement bound)" if precision == "int8" else f"no {path}")
+    return found
+
+
+def served_precision(repo: Path) -> str:
+    return "int8" if "model.int8.onnx" in (repo / "minilm" / "config.pbtxt").read_text() else "fp32"
+
+
+def triton_rows(recorder: Recorder, repo: Path, inputs: Inputs, reference: np.ndarray, check_sentences: list[str],
+                plan: MinilmPlan, work: Path, tokenizer_file: Path) -> None:
+    from clients.client import TritonClient
+    from clients.serve import ServerConfig, TritonServer
+
+    variants = [("", served_precision(repo))]
+    if (repo / "minilm" / "configs" / "cpu_int8.pbtxt").is_file() and variants[0][1] != "int8":
+        variants.append(("cpu_int8", "int8"))
+    for config_name, precision in variants:
+        suffix = "-int8" if config_name else ""
+        extra = [f"--model-config-name={config_name}"] if config_name else []
+        config = ServerConfig(repository=repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+                              log_file=work / f"triton{suffix}.log", ready_timeout_s=600, extra_args=extra)
+        print(f"[compare] starting Triton with minilm ({precision.upper()}; log: {config.log_file})", flush=True)
+        try:
+            server_cm = TritonServer(config)
+            server = server_cm.__enter__()
+        except Exception as exc:  # the rows of this variant stop; the rest of the comparison runs
+            recorder.stopped(f"triton{suffix}", f"Triton did not start: {exc}")
+            continue
+        try:
+            threshold = INT8_AGREEMENT if precision == "int8" else FP32_AGREEMENT
+            pid = server.process.pid
+            configs = [(f"triton-grpc-text{suffix}", "grpc", "triton-grpc", server.grpc_url, "minilm_text", "text"),
+                       (f"triton-http-text{suffix}", "http-binary", "triton-http", server.http_url, "minilm_text", "text")]
+            if not config_name:
+                configs.append(("triton-grpc-tokens", "grpc", "triton-grpc", server.grpc_url, "minilm", "tokens"))
+            for name, protocol, target, url, model, kind in configs:
+                try:
+                    with TritonClient(url, protocol.split("-")[0],
+                                      tokenizer=tokenizer_file if kind == "tokens" else None) as client:
+                        vectors = client.embed(model, check_sentences).embeddings
+                    check = agreement(name, vectors, reference, check_sentences, threshold)
+                except Exception as exc:  # disagreement or a failed call: this configuration stops
+                    recorder.stopped(name, str(exc) if isinstance(exc, PeerUnavailable) else
+                                     f"{type(exc).__name__}: {exc}")
+                    continue
+                where = "raw text through the minilm_text ensemble (tokenizer -> encoder)" if kind == "text" else \
+                    "pre-tokenized input straight to the minilm encoder"
+                served_rows(recorder, name, "triton", protocol, target, url, model, pid, server.http_url, inputs, kind,
+                            plan, work, f"Triton, {protocol}, {where}, {precision.upper()}", check, precision)
+        finally:
+            server_cm.__exit__(None, None, None)
+
+
+# -- peers -----------------------------------------------------------------------------------------------------------------
+def _peer_process(command: list[str], log_path: Path, env: dict | None = None) -> tuple[subprocess.Popen, object]:
+    log = open(log_path, "w")
+    return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            stdin=subprocess.DEVNULL), log
+
+
+def _log_tail(path: Path) -> str:
+    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
+
+
+def fastapi_rows(recorder: Recorder, model_dir: Path, inputs: Inputs, reference: np.ndarray,
+                 check_sentences: list[str], plan: MinilmPlan, work: Path) -> None:
+    name = "fastapi-sentence-transformers"
+    port = free_port()
+    log_path = work / "fastapi.log"
+    proc, log = _peer_process([sys.executable, "-m", "benchmarks.peers.fastapi_embed", "--model-dir", str(model_dir),
+                               "--port", str(port)], log_path)
+    try:
+        if not wait_http_ok(f"http://127.0.0.1:{port}/health", timeout=180):
+            raise PeerUnavailable(f"{name}: the service did not start within 180 s ({_log_tail(log_path)})")
+        vectors = np.asarray(post_json(f"http://127.0.0.1:{port}/embed", {"sentences": check_sentences})["embeddings"])
+        check = agreement(name, vectors, reference, check_sentences, FP32_AGREEMENT)
+        served_rows(recorder, name, "baseline", "http-json", "fastapi-embed", f"127.0.0.1:{port}", "minilm", proc.pid,
+                    None, inputs, "text", plan, work,
+                    "FastAPI + uvicorn, SentenceTransformer.encode per request, JSON (the baseline)", check)
+    except PeerUnavailable as exc:
+        recorder.stopped(name, str(exc))
+    finally:
+        stop_process(proc, grace_s=15)
+        log.close()
+
+
+def infinity_rows(recorder: Recorder, model_dir: Path, inputs: Inputs, reference: np.ndarray,
+                  check_sentences: list[str], plan: MinilmPlan, work: Path, facts: dict) -> None:
+    from benchmarks.peers import infinity
+
+    name = "infinity"
+    venv = Path(plan.infinity_venv or infinity.DEFAULT_VENV)
+    try:
+        env = infinity.installed(venv)
+        if env is None and plan.quick:
+            raise PeerUnavailable(f"infinity: its environment ({venv}) is not installed, and --quick does not install "
+                                  "it (`python -m benchmarks.peers.infinity` does)")
+        if env is None:
+            print(f"[compare] installing {infinity.REQUIREMENT} into {venv} (once, about a minute here)", flush=True)
+            env = infinity.ensure_installed(venv)
+        facts["infinity"] = {"requirement": infinity.REQUIREMENT, "venv": str(env.venv), "install_s": env.install_s,
+                             "packages": infinity.package_versions(env), "settings": infinity.TUNED_SETTINGS}
+    except PeerUnavailable as exc:
+        recorder.stopped(name, str(exc))
+        return
+    port = free_port()
+    log_path = work / "infinity.log"
+    proc, log = _peer_process(infinity.server_command(env, model_dir, port), log_path, infinity.server_environment())
+    try:
+        if not wait_http_ok(f"http://127.0.0.1:{port}/health", timeout=300):
+            raise PeerUnavailable(f"infinity: the server did not start within 300 s ({_log_tail(log_path)})")
+        answer = post_json(f"http://127.0.0.1:{port}/embeddings", {"input": check_sentences, "model": "minilm"})
+        data = sorted(answer["data"], key=lambda d: d["index"])
+        check = agreement(name, np.asarray([d["embedding"] for d in data]), reference, check_sentences, FP32_AGREEMENT)
+        served_rows(recorder, name, "peer", "http-json", "infinity", f"127.0.0.1:{port}", "minilm", proc.pid, None,
+                    inputs, "text", plan, work,
+                    f"Infinity {infinity.VERSION} ({infinity.TUNED_SETTINGS['engine']} engine, batch size "
+                    f"{infinity.TUNED_SETTINGS['batch_size']}), OpenAI-style JSON", check)
+    except PeerUnavailable as exc:
+        recorder.stopped(name, str(exc))
+    except (OSError, ValueError, KeyError) as exc:
+        recorder.stopped(name, f"infinity: unexpected answer to /embeddings: {type(exc).__name__}: {exc}")
+    finally:
+        stop_process(proc, grace_s=15)
+        log.close()
+
+
+# -- the command -----------------------------------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from benchmarks.compare_minilm_report import write_outputs
+    from benchmarks.machine import machine_facts
+    from benchmarks.sentences import MAX_TOKENS, minilm_dir
+    from clients.embeddings import TokenEncoder
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    plan = plan_from_args(args)
+    if plan.duration_s <= 0 or plan.warmup_s < 0:
+        raise UserError("expected --duration > 0 and --warmup >= 0")
+    results_dir = Path(args.results_dir)
+    model_dir = minilm_dir()
+    tokenizer_file = model_dir / "tokenizer.json"
+    encoder = TokenEncoder(tokenizer_file, MAX_TOKENS)
+    recorder = Recorder()
+    facts: dict = {}
+    started = time.monotonic()
+    from sentence_transformers import SentenceTransformer
+
+    st_model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+    with tempfile.TemporaryDirectory(prefix="compare-minilm-") as tmp:
+        work = Path(tmp)
+        inputs = prepare_inputs(plan, work, encoder)
+        check_sentences = inputs.sentences[:CHECK_SENTENCES]
+        reference = st_model.encode(check_sentences, normalize_embeddings=True, convert_to_numpy=True).astype(np.float64)
+        print(f"[compare] {len(inputs.sentences)} sentences, {min(inputs.tokens)}-{max(inputs.tokens)} tokens "
+              f"(mean {np.mean(inputs.tokens):.0f}); configurations: {', '.join(plan.groups)}", flush=True)
+        repo, onnx = None, {}
+        if {"triton", "onnxruntime"} & set(plan.groups):
+            try:
+                repo = serving_repository(Path(args.repository), model_dir, work)
+                onnx = onnx_files(repo)
+            except PeerUnavailable as exc:
+                for group in ("triton", "onnxruntime"):
+                    if group in plan.groups:
+                        recorder.stopped(group, str(exc))
+        if "onnxruntime" in plan.groups and repo is None:
+            plan_groups = tuple(g for g in plan.groups if g != "onnxruntime")
+            plan = MinilmPlan(**{**plan.__dict__, "groups": plan_groups})
+        inprocess_rows(recorder, st_model, onnx, encoder, inputs, reference, check_sentences, plan)
+        del st_model  # the servers get the machine to themselves
+        if "triton" in plan.groups and repo is not None:
+            triton_rows(recorder, repo, inputs, reference, check_sentences, plan, work, tokenizer_file)
+        if "fastapi" in plan.groups:
+            fastapi_rows(recorder, model_dir, inputs, reference, check_sentences, plan, work)
+        if "infinity" in plan.groups:
+            infinity_rows(recorder, model_dir, inputs, reference, check_sentences, plan, work, facts)
+        facts["served_precision"] = served_precision(repo) if repo is not None else None
+    facts["sentences"] = {"count": len(inputs.sentences), "min_tokens": int(min(inputs.tokens)),
+                          "mean_tokens": round(float(np.mean(inputs.tokens)), 1), "max_tokens": int(max(inputs.tokens)),
+                          "check_sentences": CHECK_SENTENCES}
+    machine = machine_facts()
+    machine["packages"].update(_versions(("sentence-transformers", "transformers", "tokenizers", "fastapi", "uvicorn")))
+    summary = write_outputs(recorder.rows, recorder.latencies, plan, machine, recorder.problems, facts, results_dir,
+                            time.monotonic() - started)
+    print(f"[compare] wrote {results_dir / 'compare-minilm.json'}, {results_dir / 'compare-minilm-report.md'} and plots "
+          f"in {time.monotonic() - started:.0f} s", flush=True)
+    for line in summary["target_lines"]:
+        print(f"[compare] {line}", flush=True)
+    return 0
+
+
+def _versions(names: tuple[str, ...]) -> dict[str, str]:
+    from common.environment import package_versions
+
+    return package_versions(names)
