@@ -12,6 +12,8 @@ COMMANDS = [
      "generate overlay patches from deploy/kubernetes/settings.toml, render every overlay with kubectl kustomize, "
      "validate every object and write rendered/*.yaml (--check: fail when committed files are stale)"),
     ("validate", "deploy.validate_cli", "validate manifest files (rendered output, pipeline Jobs) offline"),
+    ("converge", "deploy.rollout",
+     "after a publish to s3://: load the pinned version on every ready replica until all serve it (the builder Job)"),
     ("local-cluster", "deploy.local_cluster",
      "moto S3 + Triton replicas reading s3:// + nginx + load: a live rollout with zero failed requests, then kill -9"),
 ]

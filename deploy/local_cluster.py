@@ -223,27 +223,12 @@ class Cluster:
             server.stop()
 
 
-def roll_out(run: Run, cluster: Cluster, version: int, timeout_s: float) -> None:
-    """Load ``version`` on every ready replica until all serve it (replicas that became ready meanwhile included)."""
-    from builders.rollout import load_published
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        behind = [name for name, server in cluster.servers.items()
-                  if server.running() and serving_state(cluster.ports[name][0]) not in (f"v{version}", "down")]
-        if not behind:
-            return
-        for name in behind:
-            load_published(cluster.servers[name].http_url, MEMBERS, MODEL, version, timeout_s)
-            print(f"  [{run.now():6.2f}s] replica {name}: version {version} loaded (explicit model control)", flush=True)
-    raise UserError(f"the rollout of version {version} did not reach every replica within {timeout_s:.0f} s")
-
-
 def scenario(args: argparse.Namespace, run_dir: Path) -> dict:
     from builders.object_store import publish_package
     from builders.repository import Package
     from deploy.local_s3 import create_bucket, moto_server
     from deploy.probe_model import make_package
+    from deploy.rollout import converge
 
     nginx = nginx_binary()
     print(f"nginx: {nginx}", flush=True)
@@ -287,7 +272,9 @@ def scenario(args: argparse.Namespace, run_dir: Path) -> dict:
             print(f"[{run.now():6.2f}s] replica {late} started during the rollout: serves "
                   f"{serving_state(cluster.ports[late][0])}", flush=True)
             late_state = serving_state(cluster.ports[late][0])
-            roll_out(run, cluster, 2, timeout_s=60)
+            converge(lambda: [cluster.servers[n].http_url for n in names if n in cluster.servers], MEMBERS, MODEL, 2,
+                     timeout_s=60, log=lambda line: print(f"  [{run.now():6.2f}s] {line} (explicit model control)",
+                                                           flush=True))
             time.sleep(args.settle_s)
             run.phases["rollout"] = (begin, run.now())
             print(f"[{run.now():6.2f}s] rollout done: every replica serves version 2", flush=True)

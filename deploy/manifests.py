@@ -28,6 +28,25 @@ def quantity(seconds: float) -> str:
     return f"{int(milli)}m" if milli == int(milli) else f"{round(milli * 1000)}u"
 
 
+def launcher_command(overlay: Overlay) -> tuple[list[str], list[str]]:
+    """(command, args) of the Triton container."""
+    if overlay.launcher == "clients-serve":
+        return ["python", "-m", "clients", "serve"], serve_args(overlay)
+    return ["tritonserver"], triton_args(overlay)
+
+
+def serve_args(overlay: Overlay) -> list[str]:
+    """``python -m clients serve`` with the same choices: explicit control, admin token from $TRITON_ADMIN_TOKEN
+    (required when binding 0.0.0.0), the exit timeout; it adds the metrics flags itself."""
+    repository = overlay.repository if overlay.uses_s3 else MODELS_MOUNT
+    args = [f"--repository={repository}", "--host=0.0.0.0", "--model-control=explicit",
+            f"--exit-timeout={overlay.exit_timeout_seconds}", f"--ready-timeout={overlay.startup_budget_seconds}",
+            "--log-file=/tmp/triton.log"]
+    if overlay.model_config_name:
+        args.append(f"--config-name={overlay.model_config_name}")
+    return args
+
+
 def triton_args(overlay: Overlay) -> list[str]:
     """Triton's command line: explicit model control (the builder loads each new version on every ready pod)."""
     repository = overlay.repository if overlay.uses_s3 else MODELS_MOUNT
@@ -63,10 +82,12 @@ def _resources(overlay: Overlay) -> dict:
 
 
 def container(settings: DeploySettings, overlay: Overlay, name: str = NAME) -> dict:
+    command, args = launcher_command(overlay)
     out = {
         "name": name,
         "image": overlay.image,
-        "args": triton_args(overlay),
+        "command": command,
+        "args": args,
         "env": _env(settings, overlay),
         "resources": _resources(overlay),
         "startupProbe": {"httpGet": {"path": "/v2/health/ready", "port": 8000},
@@ -149,14 +170,14 @@ def inference_service(settings: DeploySettings, overlay: Overlay) -> dict:
     repository once at start, and a later version would never reach the running pods)."""
     pod = container(settings, overlay, name="kserve-container")
     pod.update({
-        "command": ["tritonserver"],
         "ports": [{"name": "h2c", "containerPort": 8001, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": 8000}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": 8000}, "periodSeconds": 10},
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "runAsNonRoot": True, "runAsUser": 1000, "capabilities": {"drop": ["ALL"]}},
     })
-    pod["args"] = [*pod["args"], "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"]
+    pod["args"] = [*pod["args"], "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"] \
+        if overlay.launcher == "tritonserver" else pod["args"]
     return {
         "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
         "metadata": {"name": KSERVE_NAME, "labels": {"app.kubernetes.io/name": NAME},

@@ -45,10 +45,18 @@ def write_sources(root: Path, files: dict[str, str]) -> list[str]:
     return changed
 
 
+PIPELINE = "pipeline"   # hand-written kustomization (train, build + roll out, load test), rendered beside overlays
+
+
 def rendered_text(settings: DeploySettings, root: Path, name: str) -> str:
-    text = kustomize(root / "overlays" / name)
+    folder = PIPELINE if name == PIPELINE else f"overlays/{name}"
+    text = kustomize(root / folder)
     validate_overlay(settings, name, text)
-    return f"# {HEADER}\n# kubectl kustomize deploy/kubernetes/overlays/{name}\n" + text
+    return f"# {HEADER}\n# kubectl kustomize deploy/kubernetes/{folder}\n" + text
+
+
+def rendered_names(settings: DeploySettings) -> list[str]:
+    return [*settings.overlays, PIPELINE]
 
 
 def stale(root: Path, files: dict[str, str]) -> list[str]:
@@ -66,11 +74,11 @@ def render_all(settings: DeploySettings, root: Path, check: bool) -> tuple[list[
             copy = Path(scratch) / "kubernetes"
             shutil.copytree(root, copy, ignore=shutil.ignore_patterns("rendered"))
             write_sources(copy, sources)
-            rendered = {f"rendered/{name}.yaml": rendered_text(settings, copy, name) for name in settings.overlays}
+            rendered = {f"rendered/{name}.yaml": rendered_text(settings, copy, name) for name in rendered_names(settings)}
         everything = {**sources, **rendered}
         return stale(root, everything), len(everything)
     changed = write_sources(root, sources)
-    rendered = {f"rendered/{name}.yaml": rendered_text(settings, root, name) for name in settings.overlays}
+    rendered = {f"rendered/{name}.yaml": rendered_text(settings, root, name) for name in rendered_names(settings)}
     changed += write_sources(root, rendered)
     for old in (root / "rendered").glob("*.yaml"):
         if f"rendered/{old.name}" not in rendered:  # an overlay removed from the settings

@@ -65,6 +65,10 @@ class Overlay(_Strict):
     drain_seconds: int = Field(10, ge=0, description="pre-stop pause while Services and balancers drop the pod")
     exit_timeout_seconds: int = Field(30, ge=1, description="Triton's --exit-timeout-secs: in-flight requests finish")
     autoscaler: str = Field("hpa", pattern="^(hpa|keda)$")
+    launcher: str = Field("tritonserver", pattern="^(tritonserver|clients-serve)$",
+                          description="tritonserver (NGC image, on PATH) or `python -m clients serve` (the CPU image: "
+                                      "it finds the wheel's Triton, prepares the python backend and keeps the token "
+                                      "off the process list)")
 
     @field_validator("repository")
     @classmethod
@@ -152,8 +156,9 @@ class DeploySettings(_Strict):
     @classmethod
     def _names(cls, value: dict[str, Overlay]) -> dict[str, Overlay]:
         for name in value:
-            if not _DNS_LABEL.match(name):
-                raise ValueError(f"overlay name {name!r} is not a DNS label")
+            if not _DNS_LABEL.match(name) or name == "pipeline":
+                raise ValueError(f"overlay name {name!r} is not a DNS label other than 'pipeline' (rendered/pipeline.yaml "
+                                 "holds the pipeline's Jobs)")
         return value
 
 

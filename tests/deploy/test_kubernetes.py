@@ -47,8 +47,8 @@ def tree(tmp_path: Path) -> Path:
 def test_every_overlay_renders_validates_and_matches_the_committed_files():
     result = run_deploy("render", "--check")
     assert result.returncode == 0, result.stderr
-    assert f"all {len(manifests.generated_files(SETTINGS)) + len(SETTINGS.overlays)}" in result.stdout
-    assert {p.stem for p in (KUBERNETES_DIR / "rendered").glob("*.yaml")} == set(SETTINGS.overlays)
+    assert f"all {len(manifests.generated_files(SETTINGS)) + len(SETTINGS.overlays) + 1}" in result.stdout
+    assert {p.stem for p in (KUBERNETES_DIR / "rendered").glob("*.yaml")} == {*SETTINGS.overlays, "pipeline"}
 
 
 def test_a_hand_edit_of_a_rendered_file_or_a_settings_change_is_reported_stale(tree: Path):
@@ -139,13 +139,18 @@ def test_triton_deployment_is_safe_to_run_and_to_stop(name: str):
     assert triton["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert pod["terminationGracePeriodSeconds"] > triton["lifecycle"]["preStop"]["sleep"]["seconds"] \
         + overlay.exit_timeout_seconds
-    assert f"--exit-timeout-secs={overlay.exit_timeout_seconds}" in triton["args"]
+    assert {f"--exit-timeout-secs={overlay.exit_timeout_seconds}", f"--exit-timeout={overlay.exit_timeout_seconds}"} \
+        & set(triton["args"])
     assert triton["resources"]["requests"] and triton["resources"]["limits"]
     assert ("nvidia.com/gpu" in triton["resources"]["limits"]) == (overlay.resources.gpus > 0)
-    assert ("--metrics-config=histogram_latencies=true" in triton["args"]) == overlay.histogram_latencies
-    assert any(a.startswith("--http-restricted-api=model-repository") and "$(TRITON_ADMIN_TOKEN)" in a
-               for a in triton["args"])
-    assert f"--model-repository={overlay.repository}" in triton["args"]
+    if overlay.launcher == "tritonserver":
+        assert ("--metrics-config=histogram_latencies=true" in triton["args"]) == overlay.histogram_latencies
+        assert any(a.startswith("--http-restricted-api=model-repository") and "$(TRITON_ADMIN_TOKEN)" in a
+                   for a in triton["args"])
+        assert f"--model-repository={overlay.repository}" in triton["args"]
+    else:  # clients serve restricts the admin APIs with $TRITON_ADMIN_TOKEN itself and refuses 0.0.0.0 without it
+        assert triton["command"] == ["python", "-m", "clients", "serve"] and "--host=0.0.0.0" in triton["args"]
+        assert f"--repository={overlay.repository}" in triton["args"] and "--model-control=explicit" in triton["args"]
     assert {e["name"] for e in triton["env"]} >= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "TRITON_ADMIN_TOKEN"}
     assert {p["port"] for s in by_kind(docs, "Service") for p in s["spec"]["ports"]} == {8000, 8001, 8002}
     assert by_kind(docs, "PodDisruptionBudget") and by_kind(docs, "NetworkPolicy") and by_kind(docs, "ServiceMonitor")
@@ -154,8 +159,8 @@ def test_triton_deployment_is_safe_to_run_and_to_stop(name: str):
 def test_gpu_path_uses_tensorrt_and_cpu_path_the_python_backend():
     gpu = by_kind(rendered("gpu"), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
     cpu = by_kind(rendered("cpu"), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
-    assert "--model-config-name=tensorrt" in gpu["args"]
-    assert not any(a.startswith("--model-config-name") for a in cpu["args"])
+    assert "--model-config-name=tensorrt" in gpu["args"] and gpu["command"] == ["tritonserver"]
+    assert not any(a.startswith(("--model-config-name", "--config-name")) for a in cpu["args"])
 
 
 def test_autoscaling_reads_queue_time_per_request_with_scale_down_stabilisation():
@@ -194,3 +199,31 @@ def test_quantity():
 
 def test_the_default_settings_file_is_the_committed_one():
     assert DEFAULT_SETTINGS_FILE == KUBERNETES_DIR / "settings.toml"
+
+
+def test_pipeline_jobs_train_build_roll_out_and_load_test():
+    docs = rendered("pipeline")
+    job = by_kind(docs, "PyTorchJob")[0]
+    worker = job["spec"]["pytorchReplicaSpecs"]["Worker"]
+    assert worker["replicas"] >= 2 and worker["template"]["spec"]["containers"][0]["command"][0] == "torchrun"
+    sidecar = [c for c in worker["template"]["spec"]["initContainers"] if c.get("restartPolicy") == "Always"]
+    assert sidecar and "aws s3 sync /runs" in sidecar[0]["command"][-1]          # checkpoints go to object storage
+    builder = next(j for j in by_kind(docs, "Job") if j["metadata"]["name"].startswith("build"))
+    pod = builder["spec"]["template"]
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "builder"   # what the NetworkPolicy admits
+    script = pod["spec"]["containers"][0]["command"][-1]
+    assert "python -m builders publish" in script and "python -m deploy converge" in script
+    loadtest = next(j for j in by_kind(docs, "Job") if j["metadata"]["name"].startswith("loadtest"))
+    assert loadtest["spec"]["template"]["metadata"]["labels"]["inference-platform/client"] == "true"
+    assert by_kind(docs, "PodMonitor")
+
+
+def test_a_pytorchjob_with_a_broken_pod_template_is_refused():
+    job = by_kind(rendered("pipeline"), "PyTorchJob")[0]
+    job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["resources"]["limits"] = "2"
+    with pytest.raises(UserError, match=r"PyTorchJob/train-textclf spec.pytorchReplicaSpecs.Worker.template.spec"):
+        validate_object(job, SETTINGS)
+    job = by_kind(rendered("pipeline"), "PyTorchJob")[0]
+    job["spec"]["pytorchReplicaSpecs"]["Worker"]["restartPolicy"] = "Sometimes"
+    with pytest.raises(UserError, match="'Sometimes' is not one of"):
+        validate_object(job, SETTINGS)
