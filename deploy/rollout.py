@@ -36,6 +36,8 @@ def resolve(service: str) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
+        if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
+            return []   # a headless Service without ready pods has no address: nothing to roll out to (yet)
         raise UserError(f"--service {service}: cannot resolve {host} ({exc.strerror})") from None
     return sorted({f"{info[4][0]}:{port}" for info in infos})
 
@@ -93,5 +95,7 @@ def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = No
 
     done = converge(replicas, package.members, package.primary, version, args.timeout,
                     log=lambda line: print(line, flush=True))
-    print(f"{len(done)} replica(s) serve {package.primary} version {version}: {', '.join(done)}", flush=True)
+    print(f"{len(done)} ready replica(s) serve {package.primary} version {version}"
+          + (f": {', '.join(done)}" if done else " (none is ready: replicas that start read the pinned version)"),
+          flush=True)
     return 0
