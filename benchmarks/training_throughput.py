@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from training import models
 
     parser.add_argument("--models", nargs="+", default=None, metavar="NAME",
-                        help=f"models to measure (default all: {', '.join(models.names())})")
+                        help=f"models to measure (default all: {', '.join(from_scratch(models.names()))}, then LoRA "
+                             "against full fine-tuning of MiniLM, which --models hf_classifier selects alone)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per measurement; the last one is reported (default 2)")
     parser.add_argument("--max-samples", type=int, default=1280,
                         help="training samples per epoch for each model (default 1280)")
@@ -41,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where to measure (default auto: CUDA if present, else CPU)")
     parser.add_argument("--results-dir", default=str(RESULTS_DIR), help="where results go (default benchmarks/results)")
     parser.add_argument("--name", default="training_throughput", help="results file name without extension")
+
+
+def from_scratch(names: list[str]) -> list[str]:
+    """Models trained from random weights; ``hf_classifier`` needs a base model and is measured by
+    :mod:`benchmarks.finetune_throughput` (LoRA against full fine-tuning) instead."""
+    return [n for n in names if n != "hf_classifier"]
 
 
 def precisions(device: str) -> list[str]:
@@ -116,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
     from training import models
 
     names = args.models or models.names()
+    finetune = "hf_classifier" in names
+    names = from_scratch(names)
     unknown = sorted(set(names) - set(models.names()))
     if unknown:
         raise UserError(f"unknown model(s) {', '.join(unknown)}; expected some of: {', '.join(models.names())}")
@@ -131,15 +140,22 @@ def run(args: argparse.Namespace) -> int:
             rows.append(row)
             print(f"  {name:8s} {row['precision']:8s} {row['device']:6s} {row['samples_per_second']:>10,.1f} samples/s "
                   f"(batch {row['batch_size']}, {row['samples_per_epoch']} samples/epoch)", flush=True)
+    finetune_rows = []
+    if finetune:
+        from benchmarks.finetune_throughput import compare
+
+        finetune_rows = compare(threads=args.threads, device=args.device)
     amp_note = ("AMP compared on CUDA: float32 vs " + ", ".join(m for m in modes if m != "off")) if cuda else \
         "no CUDA device here: AMP (bf16/fp16) applies to CUDA only, so only float32 was measured"
     print(amp_note, flush=True)
     results_dir = Path(args.results_dir)
     document = {"benchmark": "training_throughput", "machine": machine_facts(), "threads": torch.get_num_threads(),
-                "amp": amp_note, "results": rows}
+                "amp": amp_note, "results": rows, "finetune": finetune_rows}
     atomic_write_json(results_dir / f"{args.name}.json", document)
-    plot(rows, results_dir / f"{args.name}.png", "training throughput (" + ("CUDA" if cuda else "CPU") + ")")
-    print(f"wrote {results_dir / (args.name + '.json')} and {results_dir / (args.name + '.png')}", flush=True)
+    if rows:
+        plot(rows, results_dir / f"{args.name}.png", "training throughput (" + ("CUDA" if cuda else "CPU") + ")")
+    print(f"wrote {results_dir / (args.name + '.json')}" + (f" and {results_dir / (args.name + '.png')}" if rows else ""),
+          flush=True)
     return 0
 
 
