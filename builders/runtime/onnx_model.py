@@ -26,6 +26,13 @@ Inf in a floating-point input, token ids outside the vocabulary (negative ids in
 wrap them to the last rows), and rows made only of padding. Anything that still fails inside ONNX Runtime is a server
 error (INTERNAL).
 
+Overload: the CPU configurations have no queue policy (with one, Triton 2.51 holds some requests to python-backend
+models for ~500 ms), so Triton never drops a queued request that its client gave up on, and inside an ensemble not
+even a cancelled gRPC call is dropped. A client may send its deadline as the request parameter ``deadline_unix_ms``
+(Triton passes request parameters to every step of an ensemble): a request that reaches ``execute`` after it is
+answered UNAVAILABLE ("request timeout expired", the words of Triton's own queue rejection) without being computed,
+so a backlog of abandoned requests drains at once instead of being computed for nobody.
+
 ``execute`` receives every request the dynamic batcher gathered. It validates each request on its own (a bad one gets
 its own error response), merges the rest along the batch axis (right-padding the ``pad_values`` inputs, grouping by
 shape otherwise), runs ONNX Runtime once per group, and hands each request its slice of the outputs. If a merged run
@@ -33,6 +40,7 @@ fails, the group is re-run request by request so only the request that caused it
 """
 import json
 import os
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -44,6 +52,25 @@ _LEVELS = {
     "ORT_ENABLE_EXTENDED": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "ORT_ENABLE_ALL": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
+
+
+DEADLINE_PARAMETER = "deadline_unix_ms"
+
+
+def late_by(request):
+    """Milliseconds by which ``request`` missed the deadline its client sent (request parameter ``deadline_unix_ms``,
+    wall-clock milliseconds since the epoch), or None when it has none or is in time."""
+    try:
+        deadline = json.loads(request.parameters() or "{}").get(DEADLINE_PARAMETER)
+    except (ValueError, AttributeError):
+        return None
+    now = time.time() * 1000.0
+    return now - deadline if isinstance(deadline, (int, float)) and now > deadline else None
+
+
+def expired_message(late_ms):
+    # "request timeout expired" is Triton's own phrase for a queue-policy rejection: clients count it as overload
+    return f"request timeout expired: the client's deadline passed {late_ms:.0f} ms before the request ran; not computed"
 
 
 class InvalidInput(ValueError):
@@ -82,8 +109,8 @@ class TritonPythonModel:
         tokens = json.loads(params.get("token_inputs", "{}"))
         self.token_limits = [tokens.get(name) for name in self.input_names]
         # Triton warms every instance up before the model serves anyone, with zero ids (rows of only padding) and
-        # random bytes as floats (NaN and Inf among them), and an error answer to a warm-up request makes Triton 2.51
-        # crash. No client request can reach the instance before its warm-up ends, so the first requests, as many as
+        # random bytes as floats (NaN and Inf among them), and an error answer to a warm-up request fails the model's
+        # load (Triton 2.51 even crashed on one in our tests). No client request can reach the instance before its warm-up ends, so the first requests, as many as
         # the warm-up sends (batch_size one-row requests per sample, count times), skip the content checks.
         self.warmup_left = sum(max(1, int(w.get("batch_size", 1))) * max(1, int(w.get("count", 1)))
                                for w in config.get("model_warmup", []))
@@ -196,6 +223,10 @@ class TritonPythonModel:
         responses = [None] * len(requests)
         groups = {}
         for index, request in enumerate(requests):
+            late = late_by(request)
+            if late is not None:
+                responses[index] = self._error(expired_message(late), pb_utils.TritonError.UNAVAILABLE)
+                continue
             try:
                 arrays = self._inputs_of(request)
             except InvalidInput as exc:

@@ -20,10 +20,22 @@ different lengths itself, see ``allow_ragged_batch``). All requests of a dynamic
 """
 import json
 import os
+import time
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
+
+
+def late_by(request):
+    """Milliseconds by which ``request`` missed its client's deadline (request parameter ``deadline_unix_ms``, passed
+    by Triton to every ensemble step), or None; see ``onnx_model.py`` for why the runtimes enforce it themselves."""
+    try:
+        deadline = json.loads(request.parameters() or "{}").get("deadline_unix_ms")
+    except (ValueError, AttributeError):
+        return None
+    now = time.time() * 1000.0
+    return now - deadline if isinstance(deadline, (int, float)) and now > deadline else None
 
 
 class InvalidText(ValueError):
@@ -75,6 +87,12 @@ class TritonPythonModel:
         responses = [None] * len(requests)
         texts, owners = [], []
         for index, request in enumerate(requests):
+            late = late_by(request)
+            if late is not None:  # Triton's own words for a queue-policy rejection: clients count it as overload
+                responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                    f"request timeout expired: the client's deadline passed {late:.0f} ms before the request ran; "
+                    "not computed", pb_utils.TritonError.UNAVAILABLE))
+                continue
             try:
                 decoded = decoded_rows(pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy(),
                                        self.input_name)

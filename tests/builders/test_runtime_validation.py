@@ -248,3 +248,51 @@ def test_one_bad_request_in_a_batch_does_not_fail_the_others(served):
         results = list(pool.map(lambda a: grpc_infer(served, "tok", "input_ids", a, "INT64")[0],
                                 [good, bad] * 8))
     assert results == ["OK", "INVALID_ARGUMENT"] * 8
+
+
+def model_counts(server, model: str) -> tuple[int, int]:
+    """(successful inferences, failed requests) Triton counted for ``model``."""
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(server.http_url)
+    try:
+        stats = client.get_inference_statistics(model)["model_stats"][0]
+    finally:
+        client.close()
+    return stats["inference_stats"]["success"]["count"], stats["inference_stats"]["fail"]["count"]
+
+
+def test_a_request_past_its_deadline_is_rejected_at_every_step_without_computing(served):
+    """The overload bound of the CPU path (no queue policy there): the client's deadline travels as the request
+    parameter ``deadline_unix_ms`` to every ensemble step; a request that reaches a runtime after it is answered
+    UNAVAILABLE with Triton's own "request timeout expired" and is not computed."""
+    import time
+
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    from clients.errors import classify
+
+    client = grpcclient.InferenceServerClient(served.grpc_url)
+    text = grpcclient.InferInput("text", [1, 1], "BYTES")
+    text.set_data_from_numpy(np.array([[b"hello world"]], dtype=np.object_))
+    ids = grpcclient.InferInput("input_ids", [1, 3], "INT64")
+    ids.set_data_from_numpy(np.array([[2, 3, 4]], dtype=np.int64))
+    try:
+        classifier_before = model_counts(served, "tok")
+        past = {"deadline_unix_ms": int(time.time() * 1000) - 1000}
+        for model, inputs in (("tok_text", [text]), ("tok", [ids])):
+            with pytest.raises(InferenceServerException) as info:
+                client.infer(model, inputs, parameters=past)
+            assert str(info.value.status()) == "StatusCode.UNAVAILABLE"
+            assert "request timeout expired: the client's deadline passed" in info.value.message()
+            failure = classify(info.value)
+            assert (failure.kind, failure.reason) == ("overloaded", "queue_timeout")  # counted as a rejection
+            if model == "tok_text":  # it stopped at the tokenizer: the classifier never saw it
+                assert model_counts(served, "tok") == classifier_before
+        future = {"deadline_unix_ms": int(time.time() * 1000) + 60_000}
+        before = sum(model_counts(served, "tok"))
+        assert client.infer("tok_text", [text], parameters=future).as_numpy("label").shape == (1, 1)
+        assert sum(model_counts(served, "tok")) == before + 1
+    finally:
+        client.close()
