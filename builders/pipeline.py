@@ -41,7 +41,7 @@ from builders.packaging import make_package
 from builders.parity import ParityReport, compare, cosines
 from builders.report import plot_report
 from builders.repository import MODEL_NAME, Package, prune_package, publish_package, retract, write_lineage
-from builders.runners import ort_runner, ort_session, torch_runner
+from builders.runners import Runner, memoized, ort_runner, ort_session, torch_runner
 from builders.settings import BuildConfig
 from builders.shapes import derive_profiles
 from builders.sources import SourceSpec, open_source
@@ -100,6 +100,7 @@ class ExportResult:
     onnx: OnnxFile
     parity: ParityReport
     simplify: dict
+    runner: Runner | None = None  # ONNX Runtime on ``onnx``, memoized (the later steps reuse its answers)
 
     def summary(self) -> str:
         return self.parity.summary()
@@ -130,10 +131,12 @@ def export_and_verify(source, heldout, out_dir: Path, settings: BuildConfig, say
     out_dir.mkdir(parents=True, exist_ok=True)
     names_in, names_out = source.signature.input_names, source.signature.output_names
     reference, reference_name = reference_runner(source)
+    reference = memoized(reference)  # the raw and the simplified graph are compared with the same answers
     parity_cfg = settings.parity
+    runners: dict[Path, Runner] = {}
 
     def parity_of(onnx_file: OnnxFile) -> ParityReport:
-        runner = ort_runner(ort_session(onnx_file.path), names_in, names_out)
+        runner = runners[onnx_file.path] = memoized(ort_runner(ort_session(onnx_file.path), names_in, names_out))
         return compare(reference, runner, heldout.batches(parity_cfg.batch_size, parity_cfg.samples), names_out,
                        parity_cfg.tolerance, parity_cfg.min_argmax_agreement, reference_name,
                        f"onnxruntime:{onnx_file.path.name}", source.task,
@@ -162,9 +165,10 @@ def export_and_verify(source, heldout, out_dir: Path, settings: BuildConfig, say
             note["reason"] = str(exc)
     final = out_dir / "model.onnx"
     atomic_copy(chosen.path, final)
+    runner = runners[chosen.path]
     chosen = OnnxFile(final, chosen.opset, chosen.ir_version, chosen.simplified, chosen.nodes, chosen.sha256,
                       chosen.size_bytes)
-    result = ExportResult(chosen, chosen_parity, note)
+    result = ExportResult(chosen, chosen_parity, note, runner)
     atomic_write_json(out_dir / "parity.json", {"parity": chosen_parity.to_dict(), "simplify": note,
                                                 "onnx": chosen.to_dict()})
     if not chosen_parity.passed:
@@ -179,6 +183,7 @@ class Evaluation:
     baseline: gate_mod.ServingBaseline | None
     heldout: dict
     reference: dict | None = None  # embeddings: FP32 ONNX vs the external reference (sentence-transformers)
+    runner: Runner | None = None  # the candidate on ONNX Runtime (memoized), for the INT8 comparison
 
     @property
     def accuracy(self) -> float | None:
@@ -322,8 +327,8 @@ def build(request: BuildRequest) -> dict:
         report["onnx"], report["parity"], report["simplify"] = exp.onnx.to_dict(), exp.parity.to_dict(), exp.simplify
 
         def evaluate() -> Evaluation:
-            runner = ort_runner(ort_session(exp.onnx.path), source.signature.input_names,
-                                source.signature.output_names)
+            runner = exp.runner or memoized(ort_runner(ort_session(exp.onnx.path), source.signature.input_names,
+                                                       source.signature.output_names))
             value = quality(source.task, runner, heldout, settings.parity.batch_size)
             identity = heldout_identity(source, heldout)
             identity["accuracy"] = None if value.value is None else round(value.value, 6)
@@ -332,7 +337,7 @@ def build(request: BuildRequest) -> dict:
                 identity["note"] = value.note
             baseline = gate_mod.serving_baseline(repository / name, source, heldout, identity,
                                                  settings.parity.batch_size) if value.value is not None else None
-            return Evaluation(value, baseline, identity, external_reference(source, runner, heldout, settings))
+            return Evaluation(value, baseline, identity, external_reference(source, runner, heldout, settings), runner)
 
         evaluation = steps.run("evaluate", evaluate, full)
         report["accuracy"] = None if evaluation.accuracy is None else round(evaluation.accuracy, 6)
@@ -349,7 +354,7 @@ def build(request: BuildRequest) -> dict:
             from builders.quantize import build_int8
 
             return build_int8(source, heldout, exp.onnx.path, build_dir / "export" / "model.int8.onnx",
-                              settings.quantize, settings.parity.batch_size, evaluation.quality)
+                              settings.quantize, settings.parity.batch_size, evaluation.quality, evaluation.runner)
 
         quant = steps.run("quantize", quantize_step,
                           ["quantize", *source_args, "--onnx", str(exp.onnx.path.resolve()),

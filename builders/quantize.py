@@ -24,7 +24,7 @@ from common.errors import UserError
 from common.files import sha256_file
 from builders.metrics import Quality, first_outputs, quality
 from builders.parity import compare, cosines
-from builders.runners import latency, ort_runner, ort_session
+from builders.runners import Runner, latency, memoized, ort_runner, ort_session
 from builders.settings import QuantizeConfig
 
 
@@ -98,15 +98,18 @@ def decide(fp32_accuracy: float, int8_accuracy: float, max_drop: float) -> tuple
 
 
 def build_int8(source, heldout, fp32_path: str | Path, int8_path: str | Path, config: QuantizeConfig,
-               batch_size: int, fp32_quality: Quality | None = None) -> QuantizeReport:
-    """Quantize, then compare size, latency and the task's quality with FP32, and decide."""
+               batch_size: int, fp32_quality: Quality | None = None, fp32_runner: Runner | None = None) -> QuantizeReport:
+    """Quantize, then compare size, latency and the task's quality with FP32, and decide (``fp32_runner``: the FP32
+    graph's runner when the caller has one whose answers are memoized)."""
     fp32_path, int8_path = Path(fp32_path), Path(int8_path)
     quantize_file(fp32_path, int8_path, config)
     names_in = source.signature.input_names
     names_out = source.signature.output_names
     task = source.task
-    fp32 = ort_runner(ort_session(fp32_path), names_in, names_out)
-    int8 = ort_runner(ort_session(int8_path), names_in, names_out)
+    fp32_session = ort_runner(ort_session(fp32_path), names_in, names_out)
+    fp32 = fp32_runner or memoized(fp32_session)
+    int8_session = ort_runner(ort_session(int8_path), names_in, names_out)
+    int8 = memoized(int8_session)
     if fp32_quality is None:
         fp32_quality = quality(task, fp32, heldout, batch_size)
     int8_quality = quality(task, int8, heldout, batch_size)
@@ -138,8 +141,8 @@ def build_int8(source, heldout, fp32_path: str | Path, int8_path: str | Path, co
         reasons.append(f"cosine to sentence-transformers min {reference['min_cosine']:.5f} "
                        f"({'>=' if ok else 'below'} {config.min_cosine})")
     sample = next(heldout.batches(config.latency_batch_size)).inputs
-    fp32_latency = latency(fp32, sample, config.latency_iterations)
-    int8_latency = latency(int8, sample, config.latency_iterations)
+    fp32_latency = latency(fp32_session, sample, config.latency_iterations)  # real runs, not the memo
+    int8_latency = latency(int8_session, sample, config.latency_iterations)
     reason = "; ".join(reasons) + ("" if accepted else ": not published")
     return QuantizeReport(int8_path.name, sha256_file(int8_path), fp32_path.stat().st_size, int8_path.stat().st_size,
                           None if fp32_quality.value is None else round(fp32_quality.value, 6),

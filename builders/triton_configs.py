@@ -98,11 +98,39 @@ def _set_parameters(config, values: dict[str, Any]) -> None:
 
 def pad_values(manifest: Manifest) -> dict[str, int]:
     """Inputs the CPU runtime may right-pad to merge requests: only when the manifest gives a pad id and no output
-    has a dynamic non-batch axis (so padding cannot change what a request gets back)."""
+    has a dynamic non-batch axis (so padding cannot change what a request gets back). ``input_ids`` pads with the pad
+    id; inputs named in ``preprocessing.pad_values`` (``attention_mask``, ``token_type_ids``: 0) with their own."""
     pad = manifest.preprocessing.get("pad_id")
     if pad is None or any(isinstance(d, str) for spec in manifest.outputs for d in spec.shape[1:]):
         return {}
-    return {spec.name: int(pad) for spec in manifest.inputs if any(isinstance(d, str) for d in spec.shape[1:])}
+    own = manifest.preprocessing.get("pad_values") or {}
+    return {spec.name: int(own.get(spec.name, pad)) for spec in manifest.inputs
+            if any(isinstance(d, str) for d in spec.shape[1:])}
+
+
+def tokenizer_vocab_size(path) -> int:
+    """Ids a ``tokenizers`` file can produce (added tokens included): the vocabulary the served model is checked against."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(path)).get_vocab_size(with_added_tokens=True)
+
+
+def token_inputs(manifest: Manifest, vocab_size: int | None = None) -> dict[str, dict[str, int]]:
+    """Token-id inputs and what the CPU runtime checks on them (``token_inputs`` parameter): ids in ``[0, vocab_size)``
+    and, with a pad id, one non-pad id per row. ``vocab_size`` is the tokenizer's (:func:`tokenizer_vocab_size`); the
+    bound is never above the embedding rows the architecture declares (``arch.vocab_size``)."""
+    integer = [spec for spec in manifest.inputs if spec.dtype in ("int64", "int32")]
+    names = [spec.name for spec in integer if spec.name == "input_ids"]
+    if not names and manifest.tokenizer is not None and integer and integer[0] is manifest.inputs[0]:
+        names = [integer[0].name]
+    bounds = [v for v in (vocab_size, manifest.preprocessing.get("vocab_size"), manifest.arch.get("vocab_size"))
+              if isinstance(v, int) and v > 0]
+    limits: dict[str, int] = {}
+    if bounds:
+        limits["vocab_size"] = min(bounds)
+    if isinstance(manifest.preprocessing.get("pad_id"), int):
+        limits["pad_id"] = manifest.preprocessing["pad_id"]
+    return {name: dict(limits) for name in names} if limits else {}
 
 
 def _base(name: str, manifest: Manifest, settings: BuildConfig, queue_policy: bool = True):
@@ -120,8 +148,9 @@ def _base(name: str, manifest: Manifest, settings: BuildConfig, queue_policy: bo
 
 
 def cpu_config(name: str, manifest: Manifest, profiles: Sequence[Profile], settings: BuildConfig,
-               onnx_file: str = "model.onnx"):
-    """The CPU path: python backend + ONNX Runtime, every session option a parameter."""
+               onnx_file: str = "model.onnx", vocab_size: int | None = None):
+    """The CPU path: python backend + ONNX Runtime, every session option a parameter; ``vocab_size``: the tokenizer's
+    (see :func:`token_inputs`)."""
     pb = _pb()
     config = _base(name, manifest, settings, queue_policy=settings.cpu_runtime.queue_policy)
     config.backend = "python"
@@ -142,6 +171,7 @@ def cpu_config(name: str, manifest: Manifest, profiles: Sequence[Profile], setti
         "execution_mode": rt.execution_mode,
         "pad_values": pads,
         "max_dims": max_dims(profiles),
+        "token_inputs": token_inputs(manifest, vocab_size),
     })
     _add_warmup(config, manifest, warmup_samples(profiles, settings.serving.warmup_batch_sizes,
                                                  settings.serving.max_batch_size), settings.serving.warmup_count)
@@ -179,16 +209,27 @@ def tensorrt_config(name: str, manifest: Manifest, profiles: Sequence[Profile], 
     return config
 
 
-# -- raw text in: tokenizer -> classifier -> labels -------------------------------------------------------------------
-def tokenizer_config(name: str, settings: BuildConfig, pad_id: int, output_name: str):
+# -- raw text in: tokenizer -> model (-> labels for classifiers) -------------------------------------------------
+def tokenizer_config(name: str, settings: BuildConfig, pad_id: int, outputs: Sequence[TensorSpec] | str,
+                     max_length: int | None = None, pad_values: dict[str, int] | None = None):
+    """Raw text → the model's token inputs (``input_ids`` and, for BERT-family models, ``attention_mask`` and
+    ``token_type_ids``), each ``[-1]`` per row, right-padded per request; truncation at ``max_length``."""
     pb = _pb()
+    if isinstance(outputs, str):
+        outputs = [TensorSpec(name=outputs, dtype="int64", shape=("batch", "sequence"))]
     config = pb.ModelConfig(name=name, backend="python", max_batch_size=settings.serving.max_batch_size)
     _set_version_policy(config)
     config.input.add(name="text", data_type="TYPE_STRING", dims=[1])
-    config.output.add(name=output_name, data_type="TYPE_INT64", dims=[-1])
+    for spec in outputs:
+        config.output.add(name=spec.name, data_type=triton_type(spec.dtype), dims=[-1])
     _set_dynamic_batching(config, settings, settings.cpu_runtime.queue_policy)
     config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_CPU, count=1)
-    _set_parameters(config, {"tokenizer_file": "tokenizer.json", "pad_id": str(pad_id)})
+    params: dict[str, Any] = {"tokenizer_file": "tokenizer.json", "pad_id": str(pad_id)}
+    if max_length:
+        params["max_length"] = str(int(max_length))
+    if pad_values:
+        params["pad_values"] = {k: int(v) for k, v in pad_values.items()}
+    _set_parameters(config, params)
     return config
 
 
@@ -205,8 +246,14 @@ def labels_config(name: str, settings: BuildConfig, num_classes: int):
     return config
 
 
+def _token_maps(input_names: Sequence[str] | str) -> tuple[dict[str, str], dict[str, str]]:
+    """Ensemble tensor names between the tokenizer and the model: ``input_ids`` → ``_input_ids`` and so on."""
+    names = [input_names] if isinstance(input_names, str) else list(input_names)
+    return {n: f"_{n}" for n in names}, {n: f"_{n}" for n in names}
+
+
 def text_ensemble_config(name: str, settings: BuildConfig, tokenizer: str, classifier: str, labels: str,
-                         input_ids: str, num_classes: int):
+                         input_names: Sequence[str] | str, num_classes: int):
     """``text`` → tokenizer → classifier → labels; clients send strings and get ``label``, ``score``, ``probabilities``."""
     pb = _pb()
     config = pb.ModelConfig(name=name, platform="ensemble", max_batch_size=settings.serving.max_batch_size)
@@ -215,13 +262,31 @@ def text_ensemble_config(name: str, settings: BuildConfig, tokenizer: str, class
     config.output.add(name="label", data_type="TYPE_STRING", dims=[1])
     config.output.add(name="score", data_type="TYPE_FP32", dims=[1])
     config.output.add(name="probabilities", data_type="TYPE_FP32", dims=[num_classes])
+    produced, consumed = _token_maps(input_names)
     steps = config.ensemble_scheduling
-    steps.step.add(model_name=tokenizer, model_version=-1, input_map={"text": "text"},
-                   output_map={input_ids: "_input_ids"})
-    steps.step.add(model_name=classifier, model_version=-1, input_map={input_ids: "_input_ids"},
+    steps.step.add(model_name=tokenizer, model_version=-1, input_map={"text": "text"}, output_map=produced)
+    steps.step.add(model_name=classifier, model_version=-1, input_map=consumed,
                    output_map={"probabilities": "probabilities"})
     steps.step.add(model_name=labels, model_version=-1, input_map={"probabilities": "probabilities"},
                    output_map={"label": "label", "score": "score"})
+    return config
+
+
+def text_passthrough_ensemble_config(name: str, settings: BuildConfig, tokenizer: str, model: str,
+                                     input_names: Sequence[str], outputs: Sequence[TensorSpec]):
+    """``text`` → tokenizer → model, the model's outputs returned as they are (embeddings, generic text models):
+    for an embedding encoder, strings in and ``embedding`` ``[dim]`` (L2-normalised) out."""
+    pb = _pb()
+    config = pb.ModelConfig(name=name, platform="ensemble", max_batch_size=settings.serving.max_batch_size)
+    _set_version_policy(config)
+    config.input.add(name="text", data_type="TYPE_STRING", dims=[1])
+    for spec in outputs:
+        config.output.add(name=spec.name, data_type=triton_type(spec.dtype), dims=_dims(spec))
+    produced, consumed = _token_maps(input_names)
+    steps = config.ensemble_scheduling
+    steps.step.add(model_name=tokenizer, model_version=-1, input_map={"text": "text"}, output_map=produced)
+    steps.step.add(model_name=model, model_version=-1, input_map=consumed,
+                   output_map={spec.name: spec.name for spec in outputs})
     return config
 
 

@@ -1,7 +1,7 @@
 """Any ``nn.Module``: a Python factory ``package.module:function`` + weights in safetensors + a signature TOML.
 
 The factory is called without arguments and must return the module; its ``forward`` takes the signature's inputs
-positionally and returns a tensor or a tuple in the signature's output order. The weights are loaded strictly (a
+positionally and returns a tensor (one output) or a tuple in the signature's output order. The weights are loaded strictly (a
 missing or unexpected key, or a size mismatch, names the weights file and the key). The module is then exported,
 checked and gated like a trained one.
 """
@@ -37,21 +37,6 @@ def load_weights(module, weights: Path, what: str = "the module") -> None:
         raise UserError(f"{weights} does not match {what}: " + "; ".join(problems))
 
 
-def _as_tuple_module(module):
-    from torch import nn
-
-    class TupleOutputs(nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *inputs):
-            out = self.inner(*inputs)
-            return tuple(out) if isinstance(out, (tuple, list)) else (out,)
-
-    return TupleOutputs(module).eval()
-
-
 class FactorySource(ModelSource):
     kind = "factory"
 
@@ -74,7 +59,7 @@ class FactorySource(ModelSource):
         if not isinstance(module, nn.Module):
             raise UserError(f"--factory {factory!r} returned {type(module).__name__}; expected a torch.nn.Module")
         load_weights(module, weights)
-        self._module = _as_tuple_module(module.eval())
+        self._module = module.eval()
         self.name = name or factory.rpartition(":")[2].replace(".", "_")
         self._heldout_path = heldout
         tok = self.signature.preprocessing.tokenizer_file
