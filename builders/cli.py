@@ -88,7 +88,10 @@ def cmd_build(args) -> int:
     from common.files import atomic_write_json
     from builders.pipeline import build
     from builders.report import summary_lines
+    from builders.repository import ensure_writable
 
+    if not getattr(args, "no_publish", False):
+        ensure_writable(args.repository, "build")  # before the pipeline runs, not after it
     report = build(_request(args))
     print("\n".join(summary_lines(report)))
     if args.report:
@@ -241,8 +244,9 @@ def _repository_arg(text: str):
 
 def cmd_publish(args) -> int:
     from builders.packaging import lint_package
-    from builders.repository import Package
+    from builders.repository import Package, ensure_writable
 
+    ensure_writable(args.repository, "publish")
     settings = _settings(args)
     package = Package.read(args.package)
     findings = lint_package(package, settings)
@@ -252,13 +256,15 @@ def cmd_publish(args) -> int:
 
 
 def cmd_versions(args) -> int:
+    from builders.publication import inspect
     from builders.repository import read_lineage, serving_version, versions
 
     model_dir = args.repository / args.model
     found = versions(model_dir)
     if not found:
         raise UserError(f"{model_dir} has no versions (expected a model published by `python -m builders build`)")
-    serving = serving_version(model_dir)
+    family = next((s for s in inspect(args.repository) if args.model in s.members), None)
+    serving = family.version if family and family.version is not None else serving_version(model_dir)
     rows = []
     for number in found:
         lineage = read_lineage(model_dir / str(number))
@@ -276,18 +282,27 @@ def cmd_versions(args) -> int:
         extra = f"  rollback of v{row['rollback_of']}" if row["rollback_of"] else ""
         print(f"{mark} v{row['version']:<4} accuracy {acc}  built {row['built_at']}  weights "
               f"{(row['weights_sha256'] or '?')[:12]}  onnx {(row['onnx_sha256'] or '?')[:12]}{extra}")
-    print("(* = serving: Triton's `latest 1` policy serves the highest version)")
+    print("(* = serving: the version its family's publication record names, the highest one)")
+    if family and family.split:
+        raise UserError(family.describe() + " (the next publish, or `python -m clients serve` before it starts "
+                        "Triton, restores the recorded version)")
     return 0
 
 
 def cmd_rollback(args) -> int:
     import datetime as dt
 
-    from builders.repository import package_from_version, read_lineage, write_lineage
+    from builders.packaging import lint_package
+    from builders.repository import ensure_writable, package_from_version, read_lineage, write_lineage
 
+    ensure_writable(args.repository, "rollback")
     settings = _settings(args)
     work = Path(tempfile.mkdtemp(prefix=f"{args.model}.rollback.", dir=_work_dir(settings)))
-    package = package_from_version(args.repository, args.model, args.version, work / "package")
+    package = package_from_version(args.repository, args.model, args.version, work / "package")  # files verified
+    findings = lint_package(package, settings)  # the kept configuration snapshot against the kept files
+    if findings:
+        raise UserError(f"version {args.version} of {args.model!r} does not pass the linter, nothing published: "
+                        + "; ".join(findings))
     lineage = read_lineage(package.version_dir(package.primary))
     lineage["rollback_of"] = args.version
     lineage["rolled_back_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -15,6 +15,13 @@ composing models' configurations. With policy
 checks on (the default), a dynamic batcher without a bounded, rejecting queue is a finding too; python-backend models
 are exempt unless ``python_queue_policy`` is set, mirroring ``cpu_runtime.queue_policy`` of the builders' settings
 (Triton 2.51 delays some requests to python-backend models by ~500 ms when a queue policy is present).
+
+The python-backend helpers the builders write are linted against their own artifacts too: a labels model's input width
+against the number of names in its ``labels.json``, a tokenizer's ``tokenizer.json`` must truncate, and (through the
+ensemble that feeds its ids to a model) to no more than that model's maximum length. In a repository (not a package)
+an ensemble must name the exact version of each step model (see :mod:`builders.repository`), and :func:`lint_all`
+also checks every kept version: its files against the SHA-256 in its ``lineage.json`` and its ``model_config``
+snapshot against its own files, plus whether its model family is split by an interrupted publication.
 """
 from __future__ import annotations
 
@@ -203,13 +210,100 @@ def _check_plan(config, version_dir: Path, number: str, rel: str) -> list[Findin
     return findings
 
 
-def _check_ensemble(config, model_dir: Path, rel: str, config_name: str | None) -> list[Finding]:
+def _tokenizer_max_length(path: Path) -> int | None:
+    try:
+        truncation = json.loads(path.read_text(encoding="utf-8")).get("truncation") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    return truncation.get("max_length")
+
+
+def _model_max_length(config, input_name: str) -> int | None:
+    """The longest sequence a python-backend model accepts for ``input_name`` (its ``max_dims`` parameter)."""
+    if "max_dims" not in config.parameters:
+        return None
+    try:
+        dims = json.loads(config.parameters["max_dims"].string_value).get(input_name)
+    except (ValueError, AttributeError):
+        return None
+    return dims[-1] if dims else None
+
+
+def _check_helper(config, version_dir: Path, number: str, rel: str, params: dict) -> list[Finding]:
+    """The builders' tokenizer and labels models against their own files."""
+    findings = []
+    if "labels_file" in params and (version_dir / params["labels_file"]).is_file():
+        path = version_dir / params["labels_file"]
+        try:
+            labels = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(labels, list):
+                raise ValueError("expected a JSON list of class names")
+        except ValueError as exc:
+            return [Finding(rel, "parameters['labels_file']", f"{number}/{params['labels_file']} is not a list of "
+                            f"labels ({exc})")]
+        for i, tensor in enumerate(config.input):
+            if list(tensor.dims) and tensor.dims[-1] not in (-1, len(labels)):
+                findings.append(Finding(rel, f"input[{i}].dims", f"{_shape_text(tensor.dims)} but "
+                                        f"{number}/{params['labels_file']} has {len(labels)} labels"))
+    if "tokenizer_file" in params and (version_dir / params["tokenizer_file"]).is_file():
+        if _tokenizer_max_length(version_dir / params["tokenizer_file"]) is None:
+            findings.append(Finding(rel, "parameters['tokenizer_file']", f"{number}/{params['tokenizer_file']} does "
+                                    "not truncate: its output would be as long as the text (expected truncation."
+                                    "max_length)"))
+    return findings
+
+
+def _check_tokenizer_feeds(step, composing, repository: Path, steps, rel: str, where: str,
+                           config_name: str | None) -> list[Finding]:
+    """A tokenizer step's longest output against the maximum length of the model its ids go to."""
+    params = {k: v.string_value for k, v in composing.parameters.items()}
+    if "tokenizer_file" not in params:
+        return []
+    found = versions(repository / step.model_name)
+    number = step.model_version if step.model_version > 0 else (found[-1] if found else None)
+    if number is None:
+        return []
+    longest = _tokenizer_max_length(repository / step.model_name / str(number) / params["tokenizer_file"])
+    findings = []
+    for key, tensor in step.output_map.items():
+        for other in steps:
+            for input_name, source in other.input_map.items():
+                if source != tensor or other is step:
+                    continue
+                path = config_path(repository / other.model_name, config_name)
+                try:
+                    consumer = load_config_file(path)
+                except UserError:
+                    continue
+                limit = _model_max_length(consumer, input_name)
+                if longest is not None and limit is not None and longest > limit:
+                    findings.append(Finding(rel, f"{where}.output_map", f"{step.model_name!r} emits up to {longest} "
+                                            f"ids ({number}/{params['tokenizer_file']} truncation.max_length) but "
+                                            f"{other.model_name!r} input {input_name!r} takes at most {limit}"))
+    return findings
+
+
+def _check_ensemble(config, model_dir: Path, rel: str, config_name: str | None,
+                    in_repository: bool = False) -> list[Finding]:
     findings = []
     repository = model_dir.parent
     produced = {t.name for t in config.input}
+    if in_repository and config.version_policy.WhichOneof("policy_choice") != "specific":
+        findings.append(Finding(rel, "version_policy", "not 'specific': when Triton reloads a composing model it lists "
+                                "this ensemble's versions again and serves the newest with the steps it had loaded; "
+                                "expected the one version whose steps this configuration names"))
     for i, step in enumerate(config.ensemble_scheduling.step):
         where = f"ensemble_scheduling.step[{i}]"
         target = repository / step.model_name
+        if in_repository:
+            if step.model_version < 0:
+                findings.append(Finding(rel, f"{where}.model_version", f"{step.model_version} (latest of "
+                                        f"{step.model_name!r}): during a rollout the answer could come from another "
+                                        "version than the ensemble reports; expected the exact version"))
+            elif step.model_version not in versions(target):
+                findings.append(Finding(rel, f"{where}.model_version", f"{step.model_version} but {step.model_name!r} "
+                                        f"has no version {step.model_version} (its versions: "
+                                        f"{', '.join(map(str, versions(target))) or 'none'})"))
         path = config_path(target, config_name)
         if not path.is_file():
             findings.append(Finding(rel, f"{where}.model_name", f"{step.model_name!r} has no configuration at {path}"))
@@ -233,6 +327,8 @@ def _check_ensemble(config, model_dir: Path, rel: str, config_name: str | None) 
                 findings.append(Finding(rel, f"{where}.output_map", f"{key!r} is not an output of {step.model_name!r} "
                                         f"(its outputs: {', '.join(sorted(outputs))})"))
             produced.add(value)
+        findings += _check_tokenizer_feeds(step, composing, repository, config.ensemble_scheduling.step, rel, where,
+                                           config_name)
         if composing.max_batch_size < config.max_batch_size:
             findings.append(Finding(rel, "max_batch_size", f"{config.max_batch_size} exceeds {step.model_name!r}'s "
                                     f"max_batch_size {composing.max_batch_size}"))
@@ -259,12 +355,17 @@ def lint_model_dir(model_dir: str | Path, config_name: str | None = None, policy
         config = load_config_file(path)
     except UserError as exc:
         return [Finding(rel, "<parse>", str(exc))]
+    return _lint_config(config, rel, model_dir, config_name, policy, version_dirs, python_queue_policy)
+
+
+def _lint_config(config, rel: str, model_dir: Path, config_name: str | None, policy: bool,
+                 version_dirs: dict[str, Path] | None, python_queue_policy: bool) -> list[Finding]:
     findings: list[Finding] = []
     if config.name and config.name != model_dir.name:
         findings.append(Finding(rel, "name", f"{config.name!r} but the folder is {model_dir.name!r} (they must match)"))
     findings += _check_batching_and_warmup(config, rel, policy, python_queue_policy)
     if config.platform == "ensemble":
-        return findings + _check_ensemble(config, model_dir, rel, config_name)
+        return findings + _check_ensemble(config, model_dir, rel, config_name, in_repository=version_dirs is None)
     chosen = (list(version_dirs.items()) if version_dirs is not None
               else _selected_versions(config, model_dir, rel, findings))
     params = {k: v.string_value for k, v in config.parameters.items()}
@@ -280,6 +381,7 @@ def lint_model_dir(model_dir: str | Path, config_name: str | None = None, policy
             for key in ("tokenizer_file", "labels_file"):
                 if key in params and not (version_dir / params[key]).is_file():
                     findings.append(Finding(rel, f"parameters[{key!r}]", f"{number}/{params[key]} does not exist"))
+            findings += _check_helper(config, version_dir, number, rel, params)
             if "onnx_file" in params:
                 findings += _check_onnx(config, version_dir / params["onnx_file"], f"{number}/{params['onnx_file']}",
                                         rel, "parameters['onnx_file']")
@@ -306,4 +408,48 @@ def lint_all(model_dir: str | Path, policy: bool = True, version_dirs: dict[str,
     findings = lint_model_dir(model_dir, None, policy, version_dirs, python_queue_policy)
     for path in sorted((model_dir / "configs").glob("*.pbtxt")) if (model_dir / "configs").is_dir() else []:
         findings += lint_model_dir(model_dir, path.stem, policy, version_dirs, python_queue_policy)
+    if version_dirs is None:
+        findings += lint_kept_versions(model_dir) + lint_family(model_dir)
     return findings
+
+
+def lint_kept_versions(model_dir: Path) -> list[Finding]:
+    """Every kept version (not only the serving one): files against ``lineage.json``, its config snapshot against them.
+
+    A rollback publishes a kept version again, so a truncated file or a garbage snapshot must show up here first."""
+    from builders.publication import verify_version
+    from builders.repository import CONFIG_SNAPSHOT, config_files
+
+    findings = []
+    for number in versions(model_dir):
+        version_dir = model_dir / str(number)
+        for problem in verify_version(version_dir):
+            findings.append(Finding(f"{number}/lineage.json", "files", problem))
+        snapshot = version_dir / CONFIG_SNAPSHOT
+        if not snapshot.is_dir():
+            findings.append(Finding(f"{number}/{CONFIG_SNAPSHOT}", "<missing>", "no configuration snapshot: this "
+                                    "version cannot be rolled back to"))
+            continue
+        for relative, path in config_files(snapshot).items():
+            rel = f"{number}/{CONFIG_SNAPSHOT}/{relative}"
+            try:
+                config = load_config_file(path)
+            except UserError as exc:
+                findings.append(Finding(rel, "<parse>", str(exc)))
+                continue
+            if config.platform == "ensemble":
+                for i, step in enumerate(config.ensemble_scheduling.step):
+                    if step.model_version > 0 and step.model_version not in versions(model_dir.parent / step.model_name):
+                        findings.append(Finding(rel, f"ensemble_scheduling.step[{i}].model_version",
+                                                f"{step.model_version} but {step.model_name!r} no longer has it"))
+                continue
+            findings += _lint_config(config, rel, model_dir, None, False, {str(number): version_dir}, False)
+    return findings
+
+
+def lint_family(model_dir: Path) -> list[Finding]:
+    """A finding when the model's family is split by an interrupted publication (see :mod:`builders.publication`)."""
+    from builders.publication import RECORD_SUFFIX, inspect
+
+    return [Finding(f"../{state.primary}{RECORD_SUFFIX}", "family", state.describe())
+            for state in inspect(model_dir.parent) if state.split and model_dir.name in state.members]

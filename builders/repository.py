@@ -15,6 +15,16 @@ server is being rolled out to), :func:`prune_package` moves versions beyond ``ke
 rename and deletes them; pruning earlier would leave nothing to fall back to when Triton cannot load the new one. A rollback publishes a kept version's files again as the newest
 version, so Triton's ``latest`` policy serves it and the history stays linear (its lineage says ``rollback_of``).
 An exclusive lock on the repository serializes concurrent publications.
+
+Crash safety (``kill -9`` at any moment): the family's publication record is written last and is the commit point;
+every publication first reconciles what an interrupted one left (see :mod:`builders.publication`).
+
+Ensembles during a rollout: Triton 2.51 reloads an ensemble whenever one of its composing models is loaded, keeping the
+ensemble's *loaded* configuration but listing its versions from disk again, so an ensemble whose steps say "latest"
+(-1) would report the new version while its steps still ran the old members. At publication every ensemble version
+therefore names its exact member versions (``model_version: N``) and only its own version (``version_policy specific
+[N]``), and the models it composes keep their two newest versions loaded (``latest 2``): until the ensemble itself is
+loaded again, version N-1 keeps running on members N-1, then N switches to members N as a whole.
 """
 from __future__ import annotations
 
@@ -24,6 +34,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +45,33 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from common.config import read_mapping, validate
 from common.errors import UserError
 from common.files import atomic_copy, atomic_write_json, atomic_write_text, fsync_dir, publish_dir, staging_dir
+from builders.publication import crash_point
 
 PACKAGE_FILE = "package.json"
 VERSION_STAGE = "version"
 CONFIG_SNAPSHOT = "model_config"
 DEFAULT_CONFIG_FILE = "config.pbtxt"
 LINEAGE_FILE = "lineage.json"
+
+
+class RepositoryNotWritable(UserError):
+    pass
+
+
+def ensure_writable(repository: str | Path, action: str) -> None:
+    """Refuse early, in one line, when ``action`` could not write into the repository (read-only mount, permissions):
+    before a build runs its pipeline, before a publish stages anything."""
+    repository = Path(repository)
+    probe_dir = repository
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+        probe_dir = probe_dir.parent
+    try:
+        fd, name = tempfile.mkstemp(prefix=".write-check.", dir=probe_dir)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise RepositoryNotWritable(f"model repository {repository} is not writable ({exc.strerror}): {action} needs to "
+                                    f"write a new version there; nothing was changed") from None
 
 
 def versions(model_dir: str | Path) -> list[int]:
@@ -144,23 +176,73 @@ def _copy_tree(src: Path, dst: Path) -> None:
             shutil.copy2(path, target)
 
 
+def publication_configs(package: Package, member: str, number: int) -> dict[str, bytes]:
+    """The configurations ``member`` is published with as version ``number``, by relative path.
+
+    An ensemble names the exact version of every family member it runs and serves only its own version; a model an
+    ensemble of the family composes keeps its two newest versions (see the module docstring). Other configurations are
+    published byte for byte."""
+    from common.triton_config import config_to_text, parse_config_text
+
+    composed = set()
+    parsed: dict[str, dict[str, object]] = {}
+    for name in package.members:
+        parsed[name] = {}
+        for relative, path in config_files(package.model_dir(name)).items():
+            config = parse_config_text(path.read_text(encoding="utf-8"), str(path))
+            parsed[name][relative] = config
+            if config.platform == "ensemble":
+                composed |= {step.model_name for step in config.ensemble_scheduling.step}
+    out = {}
+    for relative, config in parsed[member].items():
+        original = config_files(package.model_dir(member))[relative].read_bytes()
+        changed = False
+        if config.platform == "ensemble":
+            for step in config.ensemble_scheduling.step:
+                if step.model_name in package.members:
+                    step.model_version = number
+            config.version_policy.specific.versions[:] = [number]
+            changed = True
+        elif member in composed and config.version_policy.WhichOneof("policy_choice") in (None, "latest"):
+            config.version_policy.latest.num_versions = max(2, config.version_policy.latest.num_versions)
+            changed = True
+        out[relative] = config_to_text(config).encode("utf-8") if changed else original
+    return out
+
+
+def _write_configs(configs: dict[str, bytes], target: Path, atomic: bool = False) -> None:
+    for relative, data in configs.items():
+        path = target / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if atomic:
+            from common.files import atomic_write_bytes
+
+            atomic_write_bytes(path, data)
+            crash_point(f"installed {path}")
+        else:
+            path.write_bytes(data)
+
+
 def _stage_version(package: Package, member: str, parent: Path, number: int) -> Path:
-    """A staged version folder: the package's files plus a snapshot of the configs they were built with."""
+    """A staged version folder: the package's files, a snapshot of the configs it is published with, and its lineage
+    stamped with the version number and every file's SHA-256 (what rollback and lint verify later)."""
+    from builders.publication import STAMP, file_hashes
+
     staged = staging_dir(parent, f"{member}.v{number}")
+    crash_point(f"staging {member} v{number}")
     _copy_tree(package.version_dir(member), staged)
-    snapshot = staged / CONFIG_SNAPSHOT
-    for relative, path in config_files(package.model_dir(member)).items():
-        target = snapshot / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, target)
+    _write_configs(publication_configs(package, member, number), staged / CONFIG_SNAPSHOT)
+    lineage = read_lineage(staged)
+    lineage[STAMP] = {"version": number, "files": file_hashes(staged)}
+    atomic_write_text(staged / LINEAGE_FILE, json.dumps(lineage, indent=2) + "\n")
+    crash_point(f"staged {member} v{number}")
     return staged
 
 
-def _install_configs(package: Package, member: str, model_dir: Path) -> None:
-    """Make the model-level configs those of the package (atomic per file; configs it lacks are removed)."""
-    wanted = config_files(package.model_dir(member))
-    for relative, path in wanted.items():
-        atomic_copy(path, model_dir / relative)
+def _install_configs(package: Package, member: str, model_dir: Path, number: int) -> None:
+    """Make the model-level configs those of the version (atomic per file; configs it lacks are removed)."""
+    wanted = publication_configs(package, member, number)
+    _write_configs(wanted, model_dir, atomic=True)
     for relative, path in config_files(model_dir).items():
         if relative not in wanted:
             path.unlink()
@@ -207,10 +289,15 @@ def publish_package(package: Package, repository: str | Path, plan_check: bool =
 
     With ``plan_check`` a TensorRT plan that this host could not load is refused before anything is written.
     """
+    from builders.publication import reconcile, write_record
+
     repository = Path(repository)
+    ensure_writable(repository, "publish")
     if plan_check:
         check_plans(package)
     with locked(repository):
+        for line in reconcile(repository):  # what an interrupted publication left, before numbering this one
+            print(line, flush=True)
         number = next_version(repository, package.members)
         previous = serving_version(repository / package.primary)
         done: list[str] = []
@@ -218,6 +305,9 @@ def publish_package(package: Package, repository: str | Path, plan_check: bool =
             for member in package.members:
                 _publish_member(package, member, repository, number)
                 done.append(member)
+            crash_point(f"every member of {package.primary} at v{number}, before the record")
+            write_record(repository, package.primary, package.members, number)  # the commit point
+            crash_point(f"record of {package.primary} says v{number}")
         except BaseException:
             _undo(repository, done, number)  # a family is published whole or not at all
             raise
@@ -229,21 +319,24 @@ def prune_package(package: Package, repository: str | Path, keep: int) -> dict[s
     being rolled out to): a version Triton cannot load is retracted, and the one before it must still be there."""
     repository = Path(repository)
     with locked(repository):
-        return {member: prune(repository / member, keep) for member in package.members}
+        pruned = {}
+        for member in package.members:
+            pruned[member] = prune(repository / member, keep)
+            crash_point(f"pruned {member}")
+        return pruned
 
 
 def _undo(repository: Path, members: list[str], number: int, graveyard: Path | None = None) -> None:
     """Take version ``number`` of ``members`` out again and restore the configs of the version newest again."""
     for member in reversed(members):
         model_dir = repository / member
+        restored = max((n for n in versions(model_dir) if n != number), default=None)
+        if restored is not None and (model_dir / str(restored) / CONFIG_SNAPSHOT).is_dir():
+            _restore_configs(model_dir / str(restored) / CONFIG_SNAPSHOT, model_dir)  # configs first, then the version
         if (model_dir / str(number)).is_dir():
             remove_out_of_sight(model_dir / str(number), graveyard / member if graveyard else None)
-        restored = serving_version(model_dir)
-        if restored is None:
-            if model_dir.is_dir():
-                remove_out_of_sight(model_dir, graveyard / f"{member}.model" if graveyard else None)
-        elif (model_dir / str(restored) / CONFIG_SNAPSHOT).is_dir():
-            _restore_configs(model_dir / str(restored) / CONFIG_SNAPSHOT, model_dir)
+        if restored is None and model_dir.is_dir():
+            remove_out_of_sight(model_dir, graveyard / f"{member}.model" if graveyard else None)
 
 
 def _publish_member(package: Package, member: str, repository: Path, number: int) -> None:
@@ -251,12 +344,11 @@ def _publish_member(package: Package, member: str, repository: Path, number: int
     model_dir = repository / member
     if not model_dir.is_dir():
         staged_model = staging_dir(repository, member)
-        for relative, path in config_files(package.model_dir(member)).items():
-            (staged_model / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, staged_model / relative)
+        _write_configs(publication_configs(package, member, number), staged_model)
         staged_version = _stage_version(package, member, staged_model, number)
         os.rename(staged_version, staged_model / str(number))
         publish_dir(staged_model, model_dir)
+        crash_point(f"published new model {member} v{number}")
         return
     staged_version = _stage_version(package, member, model_dir, number)
     try:
@@ -265,7 +357,8 @@ def _publish_member(package: Package, member: str, repository: Path, number: int
         shutil.rmtree(staged_version, ignore_errors=True)
         raise UserError(f"{model_dir / str(number)} appeared while publishing (another publisher without the "
                         "lock?); nothing was replaced, run the build again") from None
-    _install_configs(package, member, model_dir)
+    crash_point(f"published {member} v{number}")
+    _install_configs(package, member, model_dir, number)
 
 
 def prune(model_dir: Path, keep: int) -> list[int]:
@@ -280,7 +373,14 @@ def prune(model_dir: Path, keep: int) -> list[int]:
 def retract(repository: Path, package: Package, number: int, graveyard: Path) -> None:
     """Undo a publication whose version Triton could not load: move version ``number`` of every member out of the
     repository (kept in ``graveyard`` for inspection) and restore the configs of the version now newest again."""
+    from builders.publication import read_record, write_record
+
     with locked(repository):
+        record = read_record(repository, package.primary)
+        if record is not None and record["version"] == number:
+            kept = [set(versions(repository / m)) - {number} for m in package.members]
+            previous = max(set.intersection(*kept), default=None) if kept else None
+            write_record(repository, package.primary, package.members, previous)  # uncommit first, then remove
         _undo(repository, list(package.members), number, graveyard)
 
 
@@ -295,18 +395,32 @@ def _restore_configs(snapshot: Path, model_dir: Path) -> None:
 
 def package_from_version(repository: Path, primary: str, number: int, root: Path) -> Package:
     """A package that re-publishes kept version ``number`` of ``primary`` and its family (for rollback)."""
+    from builders.publication import read_record, verify_version
+
     version_dir = repository / primary / str(number)
     kept = versions(repository / primary)
     if not version_dir.is_dir():
         raise UserError(f"model {primary!r} has no version {number} in {repository} "
                         f"(kept versions: {', '.join(map(str, kept)) or 'none'})")
+    if not (version_dir / LINEAGE_FILE).is_file():
+        raise UserError(f"cannot roll back {primary!r} to version {number}: {version_dir / LINEAGE_FILE} is missing, so "
+                        "neither its family nor its files can be verified (rolling back the model alone would split "
+                        "its family)")
     lineage = read_lineage(version_dir)
-    members = tuple(lineage.get("family", {}).get("members", [primary]))
+    record = read_record(repository, primary)
+    members = tuple(lineage.get("family", {}).get("members") or (record or {}).get("members") or [primary])
+    if record is not None and set(record["members"]) != set(members):
+        raise UserError(f"cannot roll back {primary!r} to version {number}: its lineage names the family "
+                        f"{list(members)} but the publication record names {record['members']}")
     for member in members:
         member_version = repository / member / str(number)
         if not member_version.is_dir():
             raise UserError(f"cannot roll back {primary!r} to version {number}: its family member {member!r} no "
                             f"longer has version {number} in {repository}")
+        problems = verify_version(member_version)
+        if problems:
+            raise UserError(f"cannot roll back {primary!r} to version {number}: {problems[0]}"
+                            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
         snapshot = member_version / CONFIG_SNAPSHOT
         if not (snapshot / DEFAULT_CONFIG_FILE).is_file():
             raise UserError(f"{snapshot / DEFAULT_CONFIG_FILE} is missing: version {number} of {member!r} was not "

@@ -5,6 +5,12 @@ succeeding. If it cannot load the new version, the old one keeps serving; :func:
 reason and the caller retracts the version from disk, so a restart does not pick up a version that cannot load.
 The model-control API is restricted: the token in ``$TRITON_ADMIN_TOKEN``, else the one ``clients serve`` wrote for the
 server's port (:mod:`clients.admin_token`), is sent in ``triton-admin-token``.
+
+Members are loaded in the package's order, composing models first and the ensemble last. Each load of a composing model
+makes Triton reload the ensemble with the steps it already has, which name the exact member versions of the version
+being served (see :mod:`builders.repository`), so until the ensemble itself is loaded every answer still comes from
+the old family as a whole, and then from the new one. A ``kill -9`` of the publisher between two loads leaves the
+server on the old family, consistent, until the next rollout or restart.
 """
 from __future__ import annotations
 
@@ -13,7 +19,9 @@ import time
 from typing import Sequence
 
 from common.errors import UserError
+from builders.publication import crash_point
 from clients.serve import ADMIN_HEADER, ADMIN_TOKEN_ENV
+from clients.triton_log import first_line
 
 
 def _headers(url: str) -> dict[str, str]:
@@ -45,10 +53,11 @@ def load_published(url: str, members: Sequence[str], primary: str, version: int,
             try:
                 client.load_model(member, headers=_headers(url))
             except InferenceServerException as exc:
-                reason = (exc.message() or str(exc)).strip().splitlines()[0]  # Triton appends a Python traceback
+                reason = first_line(exc.message() or str(exc))  # Triton appends a Python traceback
                 raise UserError(f"Triton at {url} could not load model {member!r} version {version}: {reason}") from None
             except Exception as exc:  # connection dropped, timeout
                 raise UserError(f"loading model {member!r} on Triton at {url} failed: {exc}") from None
+            crash_point(f"Triton loaded {member}")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if client.is_model_ready(primary, str(version), headers=_headers(url)):

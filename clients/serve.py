@@ -42,6 +42,7 @@ from common.triton_config import config_path, load_config_file
 from common.triton_install import TritonNotInstalled, ensure_python_backend_stub, locate, server_environment
 from builders.tensorrt_meta import version_compatible_plans
 from clients import admin_token
+from clients.repository_check import prepare_repository
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 ADMIN_TOKEN_ENV = "TRITON_ADMIN_TOKEN"
@@ -124,24 +125,7 @@ def _stop_leftover_servers() -> None:
         server.stop(grace_s=5)
 
 
-_LOAD_ERROR = re.compile(r"failed to load '(?P<model>[^']+)' version (?P<version>\d+): (?P<reason>.*?)\"?$")
-_SERVICE_ERROR = re.compile(r"failed to start (?P<what>\w+) service: (?P<reason>.*?)\"?$")
-
-
-def first_error(log_text: str) -> str | None:
-    """The most useful single line from a Triton log that ended in failure."""
-    for line in log_text.splitlines():
-        match = _LOAD_ERROR.search(line)
-        if match:
-            return f"Triton failed to load model '{match['model']}' version {match['version']}: {match['reason'].strip()}"
-    for line in log_text.splitlines():
-        match = _SERVICE_ERROR.search(line)
-        if match:
-            return f"Triton failed to start its {match['what']} service: {match['reason'].strip()}"
-    for line in log_text.splitlines():
-        if line.startswith("E") and "] " in line:
-            return "Triton: " + line.split("] ", 1)[1].strip().strip('"')
-    return None
+from clients.triton_log import first_error  # noqa: E402  (one line, without the CPU-only warnings)
 
 
 class TritonServer:
@@ -189,6 +173,7 @@ class TritonServer:
         if not cfg.repository.is_dir():
             raise UserError(f"model repository {cfg.repository} does not exist (expected a directory of model folders; "
                             "build one with `python -m builders build`)")
+        prepare_repository(cfg.repository)  # stale staging, split families, hidden folders Triton would refuse
         models = self.model_dirs()
         if not models:
             raise UserError(f"model repository {cfg.repository} holds no model folders (expected <model>/config.pbtxt "

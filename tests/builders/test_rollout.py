@@ -145,3 +145,112 @@ def test_text_family_rolls_out_together(live, textclf_run):
     result = client.infer("textclf_text", [tensor])
     client.close()
     assert result.as_numpy("label")[0, 0] in {b"billing", b"technical", b"account", b"shipping"}
+
+
+class TextLoad(Load):
+    """Closed-loop HTTP clients on ``textclf_text`` with one fixed message; keeps every answer's reported version,
+    label and probabilities, to be matched against what that version computes."""
+
+    TEXT = "my invoice shows a double charge"
+
+    def __init__(self, url: str, seconds: float):
+        super().__init__(url, seconds)
+        self.answers: list[tuple[str, bytes, np.ndarray]] = []
+
+    def _loop(self) -> None:
+        import tritonclient.http as httpclient
+
+        client = httpclient.InferenceServerClient(self.url, network_timeout=30)
+        tensor = httpclient.InferInput("text", [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[self.TEXT]], dtype=object))
+        deadline = time.monotonic() + self.seconds
+        while time.monotonic() < deadline:
+            try:
+                result = client.infer("textclf_text", [tensor])
+                with self._lock:
+                    self.ok += 1
+                    self.answers.append((result.get_response()["model_version"], result.as_numpy("label")[0, 0],
+                                         result.as_numpy("probabilities")[0]))
+            except Exception as exc:
+                with self._lock:
+                    self.failures.append(str(exc))
+        client.close()
+
+
+def _distinguishable_package(repository, number: int, root):
+    """Kept version ``number`` of the textclf family with the classifier's output bias shifted and every label's case
+    flipped: answers of the published copy cannot be mistaken for those of ``number``."""
+    import json
+
+    import onnx
+    from onnx import numpy_helper
+
+    from builders.repository import package_from_version
+
+    package = package_from_version(repository, "textclf", number, root / f"shifted-from-{number}")
+    path = package.version_dir("textclf") / "model.onnx"
+    model = onnx.load(path)
+    bias = next(i for i in model.graph.initializer if i.name == "head.bias")
+    shift = np.linspace(3.0, -3.0, numpy_helper.to_array(bias).size).astype(np.float32)
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + shift, bias.name))
+    onnx.save(model, path)
+    labels = package.version_dir("textclf_labels") / "labels.json"
+    labels.write_text(json.dumps([x.lower() if x.isupper() else x.upper() for x in json.loads(labels.read_text())]))
+    return package
+
+
+def _computed_by(repository, version: str, text: str):
+    """What textclf_text version ``version`` computes for ``text``: its own tokenizer, ONNX file and labels."""
+    import json
+
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    ids = Tokenizer.from_file(str(repository / "textclf_tokenizer" / version / "tokenizer.json")).encode(text).ids
+    session = ort.InferenceSession(str(repository / "textclf" / version / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    probabilities = session.run(["probabilities"], {"input_ids": np.array([ids], dtype=np.int64)})[0][0]
+    labels = json.loads((repository / "textclf_labels" / version / "labels.json").read_text())
+    return probabilities, labels[int(probabilities.argmax())].encode()
+
+
+def test_every_answer_comes_from_the_version_it_reports_during_a_rollout_and_after_a_kill(live, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from builders.publication import CRASH_ENV, read_record
+
+    server, repository, root = live
+    settings = small_settings(root / "builds", quantize={"enabled": False})
+    serving = versions(repository / "textclf_text")[-1]
+    load = TextLoad(server.http_url, 25.0).start()
+    time.sleep(2.0)
+    package = _distinguishable_package(repository, serving, tmp_path)
+    published = publish_package(package, repository)
+    roll_out(server.http_url, package, repository, published.version, settings, tmp_path / "rollout")
+    # the next one is killed (SIGKILL) after Triton loaded the new tokenizer and labels, before the classifier
+    package = _distinguishable_package(repository, published.version, tmp_path)
+    result = subprocess.run([sys.executable, "-m", "builders", "publish", "--package", str(package.root),
+                             "--repository", str(repository), "--triton-url", server.http_url, "--skip-plan-check"],
+                            cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, CRASH_ENV: "Triton loaded textclf_labels"})
+    assert result.returncode == -9, result.stderr[-2000:]
+    killed_at = time.monotonic()
+    load.join()
+    assert load.failures == [], f"{len(load.failures)} failed requests, e.g. {load.failures[:3]}"
+    reported = sorted({v for v, _, _ in load.answers})
+    assert reported == [str(serving), str(published.version)], reported
+    expected = {v: _computed_by(repository, v, TextLoad.TEXT) for v in reported}
+    wrong = [(v, label, probabilities) for v, label, probabilities in load.answers
+             if label != expected[v][1] or not np.allclose(probabilities, expected[v][0], atol=1e-4)]
+    assert not wrong, (f"{len(wrong)} of {len(load.answers)} answers were not computed by the version they report, "
+                       f"e.g. {wrong[:2]}; expected {expected}")
+    assert expected[str(serving)][1] != expected[str(published.version)][1] or not np.allclose(
+        expected[str(serving)][0], expected[str(published.version)][0], atol=1e-3), "versions must be distinguishable"
+    # after the kill the live server still serves the family it had, whole; the repository has the next one, whole
+    assert _served_versions(server.http_url, "textclf_text") == [str(published.version)]
+    assert load.answers[-1][0] == str(published.version) and time.monotonic() > killed_at
+    assert read_record(repository, "textclf")["version"] == published.version + 1
+    assert {versions(repository / m)[-1] for m in package.members} == {published.version + 1}
