@@ -8,6 +8,7 @@ aiohttp sessions and grpc.aio channels belong to the loop that created them.
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,9 @@ class AsyncTransport:
                     ) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
         infer_inputs, requested = self.adapter.request(arrays, outputs, binding)
         extra = {"timeout": server_timeout_us} if server_timeout_us else {}
+        # the attempt's deadline travels to the server too: the CPU runtimes drop requests that reach them after it
+        # (Triton 2.51 cannot bound their queues; see builders/runtime/onnx_model.py)
+        extra["parameters"] = {"deadline_unix_ms": int((time.time() + deadline) * 1000)}
         result = await self._call(deadline, "infer", model, infer_inputs, model_version=version, outputs=requested,
                                   **extra)
         return read_outputs(self.adapter, result, outputs, binding)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -76,6 +77,9 @@ class SyncTransport(ABC):
               ) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
         infer_inputs, requested = self.adapter.request(arrays, outputs, binding)
         extra = {"timeout": server_timeout_us} if server_timeout_us else {}
+        # the attempt's deadline travels to the server too: the CPU runtimes drop requests that reach them after it
+        # (Triton 2.51 cannot bound their queues; see builders/runtime/onnx_model.py)
+        extra["parameters"] = {"deadline_unix_ms": int((time.time() + deadline) * 1000)}
         result = self._call(deadline, "infer", model, infer_inputs, model_version=version, outputs=requested, **extra)
         return read_outputs(self.adapter, result, outputs, binding)
 
