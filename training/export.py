@@ -115,6 +115,10 @@ def load_exported(run_dir: str | Path) -> Exported:
 
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir, verify=True)
+    if manifest.arch.get("source") == "hf":
+        raise UserError(f"{run_dir / 'manifest.json'}: this run fine-tuned a Hugging Face model; its merged model is the "
+                        f"folder {run_dir / str(manifest.arch.get('path'))} (load it with transformers' "
+                        "AutoModelForSequenceClassification, or build it with `python -m builders build --run-dir`)")
     external = (manifest.training.get("config") or {}).get("spec")
     if external:  # trained from --spec FILE.py:CLASS: register that class again
         models.load_spec_file(external)

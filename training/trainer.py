@@ -171,7 +171,9 @@ class Trainer:
                             f"number of processes ({ctx.world_size})")
 
         def start_metrics_and_claim() -> None:
-            self.metrics = TrainingMetrics(config.model, config.metrics.port, config.metrics.host)
+            # a fine-tuning run is labelled with the name it is published under (its manifest's model)
+            label = getattr(self.arch, "name", None) or config.model
+            self.metrics = TrainingMetrics(label, config.metrics.port, config.metrics.host)
             if config.metrics.port:
                 _log(ctx, f"Prometheus metrics on http://{config.metrics.host}:{config.metrics.port}/metrics")
             self._claim()

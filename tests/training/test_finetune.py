@@ -176,12 +176,7 @@ def test_full_fine_tuning_with_accumulation_checkpoints_every_weight(tmp_path, d
 
 
 def test_a_changed_base_model_is_refused_on_resume(tmp_path, data):
-    base = tmp_path / "base"
-    base.mkdir()
-    for item in os.listdir(base_dir()):
-        os.symlink(os.path.join(base_dir(), item), base / item)
-    (base / "config.json").unlink()
-    shutil.copy(os.path.join(base_dir(), "config.json"), base / "config.json")
+    base = linked_base(tmp_path / "base")
     def args(epochs):
         return ["--from-pretrained", str(base), "--data", str(data / "train.jsonl"), "--run-dir",
                 str(tmp_path / "run"), *TINY, "--epochs", str(epochs), "--max-train-samples", "8", "--lora"]
@@ -198,7 +193,18 @@ def test_a_changed_base_model_is_refused_on_resume(tmp_path, data):
     assert {p.name: p.read_bytes() for p in (tmp_path / "run" / "checkpoints").iterdir()} == before
 
 
-@pytest.mark.parametrize("case", ["not_hf", "no_text", "unknown_label", "bad_target"])
+def linked_base(folder, **config_changes):
+    """A copy of the MiniLM directory made of symlinks, with its own (optionally edited) config.json."""
+    folder.mkdir()
+    for item in os.listdir(base_dir()):
+        if item != "config.json":
+            os.symlink(os.path.join(base_dir(), item), folder / item)
+    config = json.loads(open(os.path.join(base_dir(), "config.json")).read())
+    (folder / "config.json").write_text(json.dumps({**config, **config_changes}))
+    return folder
+
+
+@pytest.mark.parametrize("case", ["not_hf", "no_text", "unknown_label", "bad_target", "tokenizer_mismatch"])
 def test_bad_input_is_one_line_naming_file_line_or_setting(tmp_path, data, case):
     train = data / "train.jsonl"
     extra: list[str] = []
@@ -215,6 +221,9 @@ def test_bad_input_is_one_line_naming_file_line_or_setting(tmp_path, data, case)
         val.write_text('{"text": "my parcel is late", "label": "shipping"}\n{"text": "hi", "label": "refunds"}\n')
         extra = ["--val-data", str(val)]
         expected = f"{val}:2: label 'refunds' is not one of the classes ['account', 'billing', 'shipping', 'technical']"
+    elif case == "tokenizer_mismatch":
+        model_dir = str(linked_base(tmp_path / "base", vocab_size=1000))
+        expected = f"{model_dir}/tokenizer.json: 30522 tokens, but config.json's vocab_size is 1000"
     else:
         extra = ["--lora", "--lora-targets", "query,qkv_proj"]
         expected = "--lora-targets: qkv_proj is not a module of"
@@ -249,6 +258,7 @@ def test_sidecar_keeps_fine_tuning_the_adapter_on_new_jsonl(tmp_path, data):
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         samples = {s.name: s for f in text_string_to_metric_families(text) for s in f.samples}
         assert samples["training_step"].value == 2 and samples["training_running"].value == 0
+        assert samples["training_step"].labels == {"model": "minilm_support"}  # the name it is published under
 
         (watch / "bad.jsonl").write_text('{"text": "where is my parcel", "label": "refunds"}\n')
         support_tickets.write_jsonl(watch / ".more.jsonl", 16, seed=11)
@@ -268,3 +278,11 @@ def test_sidecar_keeps_fine_tuning_the_adapter_on_new_jsonl(tmp_path, data):
     assert manifest["training"]["incoming_data"] == [payload["incoming"][0]["file"]]
     assert manifest["training"]["finetune"]["merge_parity"]["passed"]
     assert manifest["created_at"] >= first["created_at"] and (run_dir / "adapter" / "adapter_config.json").is_file()
+
+
+def test_load_exported_points_at_the_merged_folder_of_a_fine_tuning_run(lora_run):
+    from common.errors import UserError
+    from training.export import load_exported
+
+    with pytest.raises(UserError, match=r"fine-tuned a Hugging Face model; its merged model is the folder .*/hf"):
+        load_exported(lora_run)

@@ -180,13 +180,18 @@ class HFClassifier(ModelSpec):
         if not val_records:
             raise UserError(f"{data.train}: too few records to hold out a validation split; give --val-data")
         tokenizer = hf_data.load_tokenizer(arch.pretrained, arch.max_length)
+        config = json.loads((Path(arch.pretrained) / "config.json").read_text(encoding="utf-8"))
+        vocab = tokenizer.get_vocab_size(with_added_tokens=True)
+        if isinstance(config.get("vocab_size"), int) and vocab > config["vocab_size"]:
+            raise UserError(f"{Path(arch.pretrained) / 'tokenizer.json'}: {vocab} tokens, but config.json's vocab_size is "
+                            f"{config['vocab_size']}: the tokenizer does not belong to this model")
         train, val, test = (hf_data.tokenize(tokenizer, records, t) for records, t in
                             zip((train_records, val_records, test_records), targets))
         version = hash_strings(["hf-jsonl-v1", *labels, *(f"{split}\t{r.label}\t{r.text}" for split, records in
                                 (("train", train_records), ("val", val_records), ("test", test_records))
                                 for r in records)])
         self.labels = labels
-        self.pad_id = int(json.loads((Path(arch.pretrained) / "config.json").read_text()).get("pad_token_id") or 0)
+        self.pad_id = int(config.get("pad_token_id") or 0)
         return Splits(train, val, test, labels, version, {"base_model_sha256": base_fingerprint(arch.pretrained)})
 
     def decode_records(self, records, splits, arch):
