@@ -253,6 +253,9 @@ def build_plan(exported, splits, onnx_path: Path, profiles: Sequence[Profile], s
     config.builder_optimization_level = cfg.optimization_level
     if cfg.precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
+        from builders.tensorrt_precision import keep_sensitive_layers_fp32
+
+        keep_sensitive_layers_fp32(trt, network, config)  # Softmax/LayerNorm in FP32 (BERT-family parity)
     trt_profiles = []
     for profile in profiles:
         opt_profile = builder.create_optimization_profile()
