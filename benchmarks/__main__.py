@@ -17,6 +17,8 @@ COMMANDS = [
     ("locust", "benchmarks.locust_service", "Locust as a long-running service (web UI master or worker) for docker compose"),
     ("training", "benchmarks.training_throughput", "training throughput (samples/s) of every model on this machine"),
     ("protocols", "benchmarks.client_protocols", "HTTP vs gRPC vs gRPC+shared memory against the real Triton"),
+    ("gpu-check", "benchmarks.gpu_check", "everything only a GPU can run (AMP, NCCL, NVML, TensorRT, CUDA inference): "
+                                          "PASS/FAIL/SKIP table + JSON, under 8 minutes"),
 ]
 
 

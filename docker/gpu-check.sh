@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The GPU check in one command, on a GPU host that has PyTorch with CUDA (no internet needed):
+#
+#   bash docker/gpu-check.sh                 # options go to `python -m benchmarks gpu-check` (--budget, --work-dir)
+#
+# In the NGC builder image everything is installed already: `docker compose run --rm prepare-models python -m
+# benchmarks gpu-check` does the same. Here:
+# 1. PYTHON (default python3) must import torch; .gpu-check-venv is made on top of it with --system-site-packages, so
+#    the host's torch, tensorrt and onnxruntime-gpu stay in use;
+# 2. the repository's other dependencies (docker/requirements-gpu-check.txt, pinned by requirements.lock) come from
+#    ./wheelhouse when it exists (made where there is internet by docker/gpu-check-bundle.sh), without the network;
+# 3. ONNX Runtime: the host's build is kept; the CPU build is installed only when there is none;
+# 4. the check runs and writes benchmarks/results/gpu-check.json (exit status 1 when a row FAILed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c "import torch" 2>/dev/null; then
+  echo "error: $PYTHON cannot import torch; set PYTHON to the interpreter that has PyTorch with CUDA" >&2
+  exit 2
+fi
+VENV=.gpu-check-venv
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv --system-site-packages "$VENV"
+INSTALL=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c requirements.lock)
+if [ -d wheelhouse ]; then
+  INSTALL+=(--no-index --find-links wheelhouse)
+fi
+"${INSTALL[@]}" -r docker/requirements-gpu-check.txt
+if ! "$VENV/bin/python" -c "import onnxruntime" 2>/dev/null; then
+  "${INSTALL[@]}" onnxruntime
+fi
+"$VENV/bin/python" -m common.ort_install || true   # prints which ONNX Runtime build and providers are in use
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+exec "$VENV/bin/python" -m benchmarks gpu-check "$@"
