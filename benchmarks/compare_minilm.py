@@ -49,7 +49,7 @@ from common.net import free_port, wait_http_ok
 from common.processes import stop as stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUPS = ("sentence-transformers", "onnxruntime", "triton", "fastapi", "infinity")
+GROUPS = ("sentence-transformers", "onnxruntime", "triton", "ladder", "fastapi", "infinity")
 MODEL_NAMES = ("minilm", "minilm_tokenizer", "minilm_text")
 CHECK_SENTENCES = 16
 FP32_AGREEMENT, INT8_AGREEMENT = 0.999, 0.99
@@ -65,6 +65,7 @@ class MinilmPlan:
     batch_concurrency: int = 4  # batch-mix requests in flight (served configurations)
     groups: tuple[str, ...] = GROUPS
     quick: bool = False
+    ladder_rounds: int = 2
     infinity_venv: Path | None = None  # default: benchmarks.peers.infinity.DEFAULT_VENV
     seq_len: int = 256  # the longest a sentence gets (for compare_report's plan fields)
 
@@ -94,10 +95,10 @@ def plan_from_args(args: argparse.Namespace) -> MinilmPlan:
     if args.quick:
         concurrency = [1, 4] if args.concurrency == "1,4,16,64" else parse_concurrency(args.concurrency)
         return MinilmPlan(concurrency, min(args.duration, 2.0), min(args.warmup, 0.5), sentences=64, batch=8,
-                          batch_concurrency=2, groups=groups, quick=True,
+                          batch_concurrency=2, groups=groups, quick=True, ladder_rounds=1,
                           infinity_venv=getattr(args, "infinity_venv", None))
     return MinilmPlan(parse_concurrency(args.concurrency), args.duration, args.warmup, groups=groups,
-                      infinity_venv=getattr(args, "infinity_venv", None))
+                      infinity_venv=getattr(args, "infinity_venv", None), ladder_rounds=getattr(args, "ladder_rounds", 2))
 
 
 def parse_concurrency(text: str) -> list[int]:
@@ -188,8 +189,8 @@ def make_row(config: str, family: str, protocol: str, concurrency: int, batch: i
 
 def served_rows(recorder: Recorder, config: str, family: str, protocol: str, target: str, url: str, model: str,
                 server_pid: int, stats_url: str | None, inputs: Inputs, kind: str, plan: MinilmPlan, work: Path,
-                description: str, check: dict, precision: str = "fp32") -> None:
-    points = [(c, 1) for c in plan.concurrency] + [(plan.batch_concurrency, plan.batch)]
+                description: str, check: dict | None, precision: str = "fp32", single_only: bool = False) -> None:
+    points = [(c, 1) for c in plan.concurrency] + ([] if single_only else [(plan.batch_concurrency, plan.batch)])
     for concurrency, batch in points:
         key = f"{kind}-{batch}"
         meter = CpuMeter({"server": server_pid}).start()
@@ -244,7 +245,7 @@ def inprocess_rows(recorder: Recorder, st_model, onnx: dict[str, Path | None], e
             check = agreement(config, vectors, reference, check_sentences,
                               INT8_AGREEMENT if precision == "int8" else FP32_AGREEMENT)
         except PeerUnavailable as exc:
-            recorder.stopped(config, str(exc))
+            recorder.stopped(config, str(exc) + (f" (INT8 graph: {onnx['int8_source']})" if precision == "int8" else ""))
             continue
         except Exception as exc:  # a graph ONNX Runtime cannot run: this row stops, the others run
             recorder.stopped(config, f"ONNX Runtime could not run {path.name}: {type(exc).__name__}: {exc}")
@@ -252,7 +253,8 @@ def inprocess_rows(recorder: Recorder, st_model, onnx: dict[str, Path | None], e
         for point in points:
             m = inprocess.run_onnxruntime_text(session, encoder, inputs.sentences, point[1], plan.duration_s,
                                                plan.warmup_s)
-            add(config, point, m, f"ONNX Runtime {precision.upper()} ({path.name}) with tokenization, "
+            add(config, point, m, f"ONNX Runtime {precision.upper()} ({path.name}"
+                + (f"; {onnx['int8_source']}" if precision == "int8" else "") + ") with tokenization, "
                 "one call of `concurrency` sentences (ideal batching); batch mix: calls of 32", check)
 
 
@@ -271,6 +273,8 @@ def serving_repository(repository: Path, model_dir: Path, work: Path) -> Path:
                 return [n for n in names if Path(folder) == source and n.isdigit() and n != latest]
 
             shutil.copytree(source, target / name, ignore=older_versions)
+        for record in repository.glob("minilm.*.json"):  # the builders' publication record of the family
+            shutil.copy2(record, target / record.name)
         print(f"[compare] serving minilm as built in {repository}", flush=True)
         return target
     print(f"[compare] {repository} does not serve {', '.join(MODEL_NAMES)}: building them from {model_dir} "
@@ -287,17 +291,25 @@ def serving_repository(repository: Path, model_dir: Path, work: Path) -> Path:
     return target
 
 
-def onnx_files(repo: Path) -> dict:
-    """The encoder's FP32 and INT8 ONNX graphs in the served version (INT8 only when the builders accepted it)."""
+def onnx_files(repo: Path, work: Path) -> dict:
+    """The encoder's FP32 and INT8 ONNX graphs. INT8 is the builders' when they published one; when they refused it
+    (it missed their agreement bound), ONNX Runtime's per-channel dynamic quantization of the FP32 graph, made here, so
+    the INT8 row still exists and faces the same agreement check as every peer."""
     folder = repo / "minilm"
     versions = [p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
     version = max(versions, key=lambda p: int(p.name))
-    found: dict = {"fp32": version / "model.onnx", "int8": version / "model.int8.onnx"}
-    for precision, path in list(found.items()):
-        if not path.is_file():
-            found[precision] = None
-            found[f"{precision}_why"] = (f"the builders published no {path.name} in {version} (INT8 is refused when it "
-                                         "misses its agreement bound)" if precision == "int8" else f"no {path}")
+    found: dict = {"fp32": version / "model.onnx", "int8": version / "model.int8.onnx", "int8_source": "builders"}
+    if not found["fp32"].is_file():
+        return {"fp32": None, "fp32_why": f"no model.onnx in {version}", "int8": None,
+                "int8_why": f"no model.onnx in {version} to quantize"}
+    if not found["int8"].is_file():
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        print("[compare] the builders published no INT8 encoder (refused: see their build report); quantizing "
+              "model.onnx per channel with ONNX Runtime for the in-process INT8 row", flush=True)
+        found["int8"] = work / "model.int8.per-channel.onnx"
+        found["int8_source"] = "onnxruntime quantize_dynamic(per_channel=True), made by the benchmark"
+        quantize_dynamic(str(found["fp32"]), str(found["int8"]), weight_type=QuantType.QInt8, per_channel=True)
     return found
 
 
@@ -348,6 +360,47 @@ def triton_rows(recorder: Recorder, repo: Path, inputs: Inputs, reference: np.nd
                             plan, work, f"Triton, {protocol}, {where}, {precision.upper()}", check, precision)
         finally:
             server_cm.__exit__(None, None, None)
+
+
+def ladder_rows(recorder: Recorder, repo: Path, inputs: Inputs, plan: MinilmPlan, work: Path) -> None:
+    """Every variant of benchmarks/compare_minilm_variants.py at concurrency 1 and the highest, raw text over gRPC;
+    ``plan.ladder_rounds`` interleaved rounds, each step reporting its median (the machine drifts over minutes)."""
+    from benchmarks.compare_minilm_variants import VARIANTS, write_repository
+    from clients.serve import ServerConfig, TritonServer
+
+    try:
+        ladder_repo = write_repository(repo, work)
+        config = ServerConfig(repository=ladder_repo, http_port=free_port(), grpc_port=free_port(),
+                              metrics_port=free_port(), log_file=work / "triton-ladder.log", ready_timeout_s=900)
+        print(f"[compare] starting Triton with {len(VARIANTS)} configurations of minilm for the tuning ladder "
+              f"(log: {config.log_file})", flush=True)
+        server_cm = TritonServer(config)
+        server = server_cm.__enter__()
+    except Exception as exc:  # the ladder stops; the measured rows stand
+        recorder.stopped("tuning", f"the ladder's Triton did not start: {exc}")
+        return
+    top = max(plan.concurrency)
+    rounds: dict[tuple[str, int], list[dict]] = {}
+    try:
+        scratch = Recorder()
+        for _ in range(plan.ladder_rounds):
+            for variant in VARIANTS:
+                model = f"minilm_text_{variant.name}"
+                for concurrency in sorted({1, top}):
+                    one = MinilmPlan(**{**plan.__dict__, "concurrency": [concurrency]})
+                    before = len(scratch.rows)
+                    served_rows(scratch, f"tuning:{variant.name}", "tuning", "grpc", "triton-grpc", server.grpc_url,
+                                model, server.process.pid, server.http_url, inputs, "text", one, work, variant.label,
+                                None, precision=served_precision(repo), single_only=True)
+                    rounds.setdefault((variant.name, concurrency), []).extend(scratch.rows[before:])
+    finally:
+        server_cm.__exit__(None, None, None)
+    for runs in rounds.values():
+        runs.sort(key=lambda r: r["throughput_rps"])
+        median = dict(runs[len(runs) // 2])
+        median["rounds"] = [{"throughput_rps": r["throughput_rps"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"]}
+                            for r in runs]
+        recorder.rows.append(median)
 
 
 # -- peers -----------------------------------------------------------------------------------------------------------------
@@ -457,12 +510,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"[compare] {len(inputs.sentences)} sentences, {min(inputs.tokens)}-{max(inputs.tokens)} tokens "
               f"(mean {np.mean(inputs.tokens):.0f}); configurations: {', '.join(plan.groups)}", flush=True)
         repo, onnx = None, {}
-        if {"triton", "onnxruntime"} & set(plan.groups):
+        if {"triton", "onnxruntime", "ladder"} & set(plan.groups):
             try:
                 repo = serving_repository(Path(args.repository), model_dir, work)
-                onnx = onnx_files(repo)
+                onnx = onnx_files(repo, work) if "onnxruntime" in plan.groups else {}
+                facts["served_precision"] = served_precision(repo)
+                facts["int8_source"] = onnx.get("int8_source")
             except PeerUnavailable as exc:
-                for group in ("triton", "onnxruntime"):
+                for group in ("triton", "onnxruntime", "ladder"):
                     if group in plan.groups:
                         recorder.stopped(group, str(exc))
         if "onnxruntime" in plan.groups and repo is None:
@@ -472,11 +527,12 @@ def run(args: argparse.Namespace) -> int:
         del st_model  # the servers get the machine to themselves
         if "triton" in plan.groups and repo is not None:
             triton_rows(recorder, repo, inputs, reference, check_sentences, plan, work, tokenizer_file)
+        if "ladder" in plan.groups and repo is not None:
+            ladder_rows(recorder, repo, inputs, plan, work)
         if "fastapi" in plan.groups:
             fastapi_rows(recorder, model_dir, inputs, reference, check_sentences, plan, work)
         if "infinity" in plan.groups:
             infinity_rows(recorder, model_dir, inputs, reference, check_sentences, plan, work, facts)
-        facts["served_precision"] = served_precision(repo) if repo is not None else None
     facts["sentences"] = {"count": len(inputs.sentences), "min_tokens": int(min(inputs.tokens)),
                           "mean_tokens": round(float(np.mean(inputs.tokens)), 1), "max_tokens": int(max(inputs.tokens)),
                           "check_sentences": CHECK_SENTENCES}

@@ -19,6 +19,8 @@ import numpy as np
 
 from common.files import atomic_write_json, atomic_write_text
 
+OURS = ("triton", "tuning")  # our served configurations: the main rows and the tuning ladder's steps
+
 
 def _measured(rows: list[dict], predicate) -> list[dict]:
     return [r for r in rows if r["batch"] == 1 and r["requests"] > 0 and predicate(r)]
@@ -38,7 +40,7 @@ def evaluate_targets(rows: list[dict], concurrency: list[int], problems: list[di
     problems = problems or []
     top = max(concurrency)
     out = []
-    ours = _best(rows, lambda r: r["family"] == "triton" and r["concurrency"] == top)
+    ours = _best(rows, lambda r: r["family"] in OURS and r["concurrency"] == top)
 
     target = f"best Triton configuration at concurrency {top} >= 1.2x Infinity's throughput, p99 <= Infinity's"
     infinity = _best(rows, lambda r: r["config"] == "infinity" and r["concurrency"] == top)
@@ -65,7 +67,7 @@ def evaluate_targets(rows: list[dict], concurrency: list[int], problems: list[di
     target = "best Triton throughput >= 0.8x the in-process ONNX Runtime limit of the same precision (ideal batching)"
     pairs = []
     for precision in ("fp32", "int8"):
-        served = _best(rows, lambda r, p=precision: r["family"] == "triton" and r.get("precision") == p)
+        served = _best(rows, lambda r, p=precision: r["family"] in OURS and r.get("precision") == p)
         limit = _best(rows, lambda r, p=precision: r["config"] == f"onnxruntime-{p}")
         if served and limit:
             pairs.append((served["throughput_rps"] / max(limit["throughput_rps"], 1e-9), served, limit))
@@ -117,7 +119,7 @@ def _plots(rows: list[dict], latencies: dict, results_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    single = [r for r in rows if r["batch"] == 1 and r["requests"] > 0]
+    single = [r for r in rows if r["batch"] == 1 and r["requests"] > 0 and r["family"] != "tuning"]
     configs = sorted({r["config"] for r in single}, key=lambda c: (c.startswith("triton"), c))
     in_process = {r["config"] for r in single if r["family"] == "in-process"}
     paths = []
@@ -213,6 +215,17 @@ def write_outputs(rows: list[dict], latencies: dict, plan, machine: dict, proble
         md += ["", "## Where the time goes inside Triton", "",
                "Per request, from Triton's statistics over each measurement window (tokenizer and encoder steps of the "
                "ensemble; executed batch = requests the dynamic batcher merged into one run).", ""] + breakdown
+    from benchmarks.compare_minilm_variants import ladder_table
+
+    ladder = ladder_table(rows, max(plan.concurrency))
+    if ladder:
+        md += ["", "## What each tuning step bought (raw text over gRPC)", "",
+               "The builders' MiniLM configuration changed one thing per step (benchmarks/compare_minilm_variants.py); "
+               f"branches are alternatives to the defaults. Each cell is the median of {plan.ladder_rounds} interleaved "
+               "round(s). INT8 is not a step: "
+               + (f"the builders did not publish an INT8 encoder, and the in-process INT8 graph ({facts.get('int8_source')}) "
+                  "faced the same agreement check as every peer (see the INT8 row or its reason above)."
+                  if facts.get("int8_source") != "builders" else "see the -int8 rows."), ""] + ladder
     md += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     errors = [r for r in rows if r["errors"]]
     if errors:

@@ -15,6 +15,7 @@ from benchmarks.compare_minilm import (FP32_AGREEMENT, MinilmPlan, agreement, ma
 from benchmarks.compare_minilm_report import evaluate_targets, write_outputs
 from benchmarks.peers.infinity import PeerUnavailable, installed, server_command
 from benchmarks.sentences import MAX_TOKENS, benchmark_sentences, token_counts
+from tests.builders.test_minilm import minilm_build  # noqa: F401  (the session's one MiniLM build)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,10 +74,25 @@ def test_a_peer_that_disagrees_with_sentence_transformers_is_stopped_naming_it()
         agreement("onnxruntime-int8", reference[:, :383], reference, sentences, 0.99)
 
 
+def test_the_ladder_table_says_what_each_step_bought():
+    from benchmarks.compare_minilm_variants import VARIANTS, ladder_table
+
+    rows = []
+    for i, variant in enumerate(VARIANTS):
+        for c in (1, 64):
+            rows.append(row(f"tuning:{variant.name}", "tuning", c, 100.0 * (i + 1) if c == 64 else 50, 10, 20))
+    table = ladder_table(rows, 64)
+    assert len(table) == 2 + len(VARIANTS)
+    assert table[2].startswith(f"| {VARIANTS[0].label} |") and table[2].endswith("|  |")  # the first step: no change
+    assert table[3].endswith("| +100 % sentences/s |")  # 200 vs 100
+    assert table[6].endswith("| +67 % vs defaults |")  # the first branch (500) against the defaults l2 (300)
+    assert ladder_table([r for r in rows if r["concurrency"] == 1], 64) == []
+
+
 def test_plan_quick_subsets_and_bad_flags():
     quick = plan_from_args(args(quick=True, configs="sentence-transformers,triton"))
     assert quick.concurrency == [1, 4] and quick.duration_s == 2.0 and quick.groups == ("sentence-transformers", "triton")
-    assert plan_from_args(args(skip=["inprocess", "infinity"])).groups == ("triton", "fastapi")
+    assert plan_from_args(args(skip=["inprocess", "infinity", "ladder"])).groups == ("triton", "fastapi")
     assert plan_from_args(args()).concurrency == [1, 4, 16, 64]
     from common.errors import UserError
 
@@ -135,23 +151,31 @@ def test_outputs_have_the_rows_report_and_plots(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_quick_compare_runs_end_to_end_and_reports_a_missing_peer(tmp_path):
-    """sentence-transformers in-process and the FastAPI baseline measured for real; Infinity pointed at an
-    environment that does not exist, so its row stops with the reason while the others run."""
+def test_a_quick_compare_runs_end_to_end_and_reports_a_missing_peer(minilm_build, tmp_path):  # noqa: F811
+    """sentence-transformers in-process, our Triton (the builders' MiniLM, built once per session) and the FastAPI
+    baseline measured for real; Infinity pointed at an environment that does not exist, so its row stops with the
+    reason while the others run."""
+    repository, _ = minilm_build
     done = subprocess.run([sys.executable, "-m", "benchmarks", "compare", "--model", "minilm", "--quick",
-                           "--configs", "sentence-transformers,fastapi,infinity", "--infinity-venv",
-                           str(tmp_path / "no-venv"), "--results-dir", str(tmp_path)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+                           "--configs", "sentence-transformers,triton,fastapi,infinity", "--repository", str(repository),
+                           "--infinity-venv", str(tmp_path / "no-venv"), "--results-dir", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = json.loads((tmp_path / "compare-minilm.json").read_text())
     configs = {(r["config"], r["concurrency"], r["batch"]) for r in rows}
-    assert configs == {("sentence-transformers", 1, 1), ("sentence-transformers", 4, 1), ("sentence-transformers", 1, 8),
-                       ("fastapi-sentence-transformers", 1, 1), ("fastapi-sentence-transformers", 4, 1),
-                       ("fastapi-sentence-transformers", 2, 8)}
+    expected = {("sentence-transformers", 1, 1), ("sentence-transformers", 4, 1), ("sentence-transformers", 1, 8)}
+    for served in ("triton-grpc-text", "triton-http-text", "triton-grpc-tokens", "fastapi-sentence-transformers"):
+        expected |= {(served, 1, 1), (served, 4, 1), (served, 2, 8)}
+    assert configs == expected
     for r in rows:
-        assert r["errors"] == 0
-    assert any(r["requests"] > 0 for r in rows if r["config"] == "fastapi-sentence-transformers")
-    assert all(r["check"]["min_cosine"] >= 0.999 for r in rows if r["config"] == "fastapi-sentence-transformers")
+        assert r["errors"] == 0, r
+        if r["family"] != "in-process":
+            assert r["check"]["min_cosine"] >= 0.999 and r["cpu_server_cores"] is not None
+    for served in ("triton-grpc-text", "triton-grpc-tokens", "fastapi-sentence-transformers"):
+        assert any(r["requests"] > 0 for r in rows if r["config"] == served)
+    text_c1 = next(r for r in rows if r["config"] == "triton-grpc-text" and r["concurrency"] == 1)
+    assert [s["model"] for s in text_c1["server_side"]["steps"]] == ["minilm_tokenizer", "minilm"]
     report = (tmp_path / "compare-minilm-report.md").read_text()
     assert f"**infinity**: infinity: its environment ({tmp_path / 'no-venv'}) is not installed" in report
+    assert "## Where the time goes inside Triton" in report and "| triton-grpc-text | 1 | 1 | minilm |" in report
     assert (tmp_path / "compare-minilm_throughput.png").is_file()
