@@ -13,7 +13,8 @@ from common.errors import run_cli
 # (command, module, one-line help). Each module has add_arguments(parser) and run(args) -> int | None.
 COMMANDS = [
     ("loadtest", "benchmarks.loadtest", "headless Locust run against Triton (HTTP or gRPC) with an optional SLO gate"),
-    ("compare", "benchmarks.compare", "every way to serve textclf side by side (in-process, Triton, FastAPI baseline)"),
+    ("compare", "benchmarks.compare", "every way to serve a model side by side: textclf (default), or --model minilm "
+                                      "against Infinity, sentence-transformers, FastAPI and ONNX Runtime"),
     ("locust", "benchmarks.locust_service", "Locust as a long-running service (web UI master or worker) for docker compose"),
     ("training", "benchmarks.training_throughput", "training throughput (samples/s) of every model on this machine"),
     ("protocols", "benchmarks.client_protocols", "HTTP vs gRPC vs gRPC+shared memory against the real Triton"),
