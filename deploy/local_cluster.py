@@ -31,6 +31,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +125,7 @@ class Outcome:
 @dataclass
 class Run:
     start: float = field(default_factory=time.monotonic)
+    start_wall: float = field(default_factory=time.time)
     outcomes: list[Outcome] = field(default_factory=list)
     versions: dict[str, list[tuple[float, str]]] = field(default_factory=dict)   # replica -> (t, state) changes
     phases: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -146,9 +148,13 @@ class Run:
 def serving_state(http_port: int) -> str:
     """What a replica serves right now: 'v<N>' for the ready versions of the probe model, or 'down'."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/models/{MODEL}", timeout=1) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/models/{MODEL}", timeout=2) as response:
             versions = json.loads(response.read()).get("versions", [])
         return "v" + ",".join(sorted(versions)) if versions else "no version"
+    except TimeoutError:
+        return "no answer within 2 s"     # busy (two cores shared by everything), not necessarily down
+    except urllib.error.URLError as exc:
+        return "no answer within 2 s" if isinstance(exc.reason, TimeoutError) else "down"
     except OSError:
         return "down"
 
@@ -191,7 +197,7 @@ class Cluster:
         from clients.serve import ServerConfig, TritonServer
 
         config = ServerConfig(repository=repository, http_port=self.ports[name][0], grpc_port=self.ports[name][1],
-                              metrics_port=free_port(), model_control="explicit", exit_timeout_s=5,
+                              metrics_port=self.ports[name][2], model_control="explicit", exit_timeout_s=5,
                               ready_timeout_s=90, log_file=self.run_dir / f"triton-{name}.log")
         server = TritonServer(config)
         self.servers[name] = server
@@ -201,7 +207,7 @@ class Cluster:
     def start_nginx(self, binary: str, http_port: int, grpc_port: int) -> None:
         (self.run_dir / "nginx-temp").mkdir(exist_ok=True)
         conf = self.run_dir / "nginx.conf"
-        conf.write_text(nginx_config(self.run_dir, http_port, grpc_port, list(self.ports.values())))
+        conf.write_text(nginx_config(self.run_dir, http_port, grpc_port, [p[:2] for p in self.ports.values()]))
         check = subprocess.run([binary, "-t", "-c", str(conf), "-p", str(self.run_dir)], capture_output=True, text=True)
         if check.returncode != 0:
             reason = next((line for line in check.stderr.splitlines() if "[emerg]" in line), check.stderr.strip())
@@ -223,6 +229,33 @@ class Cluster:
             server.stop()
 
 
+def start_load(run: Run, count: int, ports: tuple[int, int], stop: threading.Event, pause_s: float,
+               first: int = 0) -> list[threading.Thread]:
+    """``count`` client threads alternating HTTP and gRPC through nginx."""
+    threads = []
+    for i in range(first, first + count):
+        protocol = "grpc" if i % 2 else "http"
+        url = f"127.0.0.1:{ports[1] if protocol == 'grpc' else ports[0]}"
+        thread = threading.Thread(target=load_worker, args=(run, url, protocol, stop, pause_s), daemon=True)
+        thread.start()
+        threads.append(thread)
+    return threads
+
+
+def start_prometheus(run_dir: Path, metrics: list[str], rate_window: str):
+    """The real Prometheus scraping every replica slot every second, with the generated recording rules (their rate
+    window shortened to fit a one-minute run); None, said aloud, when it is not installed."""
+    from monitoring.local_prometheus import LocalPrometheus, LocalPrometheusConfig
+
+    if shutil.which("prometheus") is None:
+        print("prometheus is not installed: the autoscaling signal is not evaluated (apt-get install prometheus)",
+              flush=True)
+        return None
+    prometheus = LocalPrometheus(LocalPrometheusConfig(targets={"triton": metrics}, port=free_port(),
+                                                       rate_window=rate_window))
+    return prometheus.start()
+
+
 def scenario(args: argparse.Namespace, run_dir: Path) -> dict:
     from builders.object_store import publish_package
     from builders.repository import Package
@@ -235,15 +268,22 @@ def scenario(args: argparse.Namespace, run_dir: Path) -> dict:
     run = Run()
     names = [chr(ord("a") + i) for i in range(args.replicas + 1)]    # the last one starts during the rollout
     cluster = Cluster(run_dir)
-    cluster.ports = {name: (free_port(), free_port()) for name in names}
-    stop_load, stop_poll = threading.Event(), threading.Event()
+    cluster.ports = {name: (free_port(), free_port(), free_port()) for name in names}
+    stop_load, stop_overload, stop_poll = threading.Event(), threading.Event(), threading.Event()
     threads: list[threading.Thread] = []
+    prometheus = None
+    package = {"delay_ms": args.delay_ms, "max_batch_size": 4}
     try:
         with moto_server(run_dir / "moto.log") as endpoint:
             create_bucket(endpoint, "models")
             repository = f"s3://{endpoint}/models/repo"
-            publish_package(Package.read(make_package(run_dir / "v1", 1.0)), repository)
+            publish_package(Package.read(make_package(run_dir / "v1", 1.0, **package)), repository)
             print(f"[{run.now():6.2f}s] moto S3 on {endpoint}; version 1 published to {repository}", flush=True)
+            prometheus = start_prometheus(run_dir, [f"127.0.0.1:{p[2]}" for p in cluster.ports.values()],
+                                          args.rate_window)
+            if prometheus:   # started first, so its rate windows are full when the load begins
+                print(f"[{run.now():6.2f}s] Prometheus {prometheus.url} scraping every replica slot each second",
+                      flush=True)
             for name in names[:-1]:
                 cluster.start_replica(name, repository)
                 print(f"[{run.now():6.2f}s] replica {name} ready (HTTP {cluster.ports[name][0]}, gRPC "
@@ -255,29 +295,39 @@ def scenario(args: argparse.Namespace, run_dir: Path) -> dict:
             poller = threading.Thread(target=poll_versions, args=(run, {n: p[0] for n, p in cluster.ports.items()},
                                                                   stop_poll), daemon=True)
             poller.start()
-            for i in range(args.clients):
-                protocol = "grpc" if i % 2 else "http"
-                url = f"127.0.0.1:{grpc_port if protocol == 'grpc' else http_port}"
-                thread = threading.Thread(target=load_worker, args=(run, url, protocol, stop_load, args.pause_s),
-                                          daemon=True)
-                thread.start()
-                threads.append(thread)
+            threads += start_load(run, args.clients, (http_port, grpc_port), stop_load, args.pause_s)
+            begin = run.now()
             time.sleep(args.warmup_s)
+            run.phases["warmup"] = (begin, run.now())
 
             begin = run.now()
             print(f"[{begin:6.2f}s] rollout: publishing version 2 to the object store", flush=True)
-            publish_package(Package.read(make_package(run_dir / "v2", 2.0)), repository)
+            publish_package(Package.read(make_package(run_dir / "v2", 2.0, **package)), repository)
             late = names[-1]
             cluster.start_replica(late, repository)
-            print(f"[{run.now():6.2f}s] replica {late} started during the rollout: serves "
-                  f"{serving_state(cluster.ports[late][0])}", flush=True)
             late_state = serving_state(cluster.ports[late][0])
+            print(f"[{run.now():6.2f}s] replica {late} started during the rollout: serves {late_state}", flush=True)
             converge(lambda: [cluster.servers[n].http_url for n in names if n in cluster.servers], MEMBERS, MODEL, 2,
                      timeout_s=60, log=lambda line: print(f"  [{run.now():6.2f}s] {line} (explicit model control)",
                                                            flush=True))
             time.sleep(args.settle_s)
             run.phases["rollout"] = (begin, run.now())
             print(f"[{run.now():6.2f}s] rollout done: every replica serves version 2", flush=True)
+
+            if args.overload_clients:
+                begin = run.now()
+                print(f"[{begin:6.2f}s] overload: {args.overload_clients} more clients without pauses", flush=True)
+                overload = start_load(run, args.overload_clients, (http_port, grpc_port), stop_overload, 0.0,
+                                      first=args.clients)
+                time.sleep(args.overload_s)
+                stop_overload.set()
+                for thread in overload:
+                    thread.join(timeout=30)
+                run.phases["overload"] = (begin, run.now())
+                begin = run.now()
+                time.sleep(args.calm_s)
+                run.phases["calm"] = (begin, run.now())
+                print(f"[{run.now():6.2f}s] calm again", flush=True)
 
             victim = names[0]
             begin = run.now()
@@ -290,11 +340,57 @@ def scenario(args: argparse.Namespace, run_dir: Path) -> dict:
                 thread.join(timeout=30)
             stop_poll.set()
             poller.join(timeout=5)
+            autoscaling = hpa_view(prometheus, run, args) if prometheus else None
     finally:
         stop_load.set()
+        stop_overload.set()
         stop_poll.set()
+        if prometheus:
+            prometheus.stop()
         cluster.close()
-    return {**summarize(run, late, late_state), "clients": args.clients}
+    return {**summarize(run, late, late_state), "clients": args.clients, "autoscaling": autoscaling}
+
+
+def hpa_view(prometheus, run: Run, args: argparse.Namespace) -> dict:
+    """The recorded queue time per request over the run, and what the HPA of the CPU overlay would do with it."""
+    from deploy.autoscaling import Bounds, recommend, stabilized
+    from deploy.settings import load_settings
+    from monitoring.recording_rules import QUEUE_PER_REQUEST_FLEET, QUEUE_PER_REQUEST_POD
+
+    settings = load_settings()
+    overlay = settings.overlays[args.hpa_overlay]
+    target = settings.autoscaling.target_queue_seconds
+    bounds = Bounds(overlay.min_replicas, overlay.max_replicas)
+    start = run.start_wall
+    end = start + run.now()
+    time.sleep(2)   # the last evaluation
+    pods = prometheus.api.query_range(QUEUE_PER_REQUEST_POD, start, end, 1.0)
+    fleet = prometheus.api.query_range(QUEUE_PER_REQUEST_FLEET, start, end, 1.0)
+    per_time: dict[float, list[float]] = {}
+    for series in pods:
+        for t, v in zip(series.times, series.values):
+            if v == v:   # not NaN
+                per_time.setdefault(round(t - start, 1), []).append(v)
+    fleet_at = {round(t - start, 1): v for s in fleet for t, v in zip(s.times, s.values) if v == v}
+    recommendations = [(t, recommend(len(values), values, target, bounds)) for t, values in sorted(per_time.items())]
+    held = dict(stabilized(recommendations, settings.autoscaling.scale_down_stabilization_seconds))
+    timeline = [{"t": t, "pods": len(per_time[t]), "queue_ms_per_pod_mean": 1000 * sum(per_time[t]) / len(per_time[t]),
+                 "queue_ms_fleet": 1000 * fleet_at.get(t, float("nan")), "recommended": r, "with_stabilisation": held[t]}
+                for t, r in recommendations]
+
+    def phase_mean(name: str) -> float | None:
+        if name not in run.phases:
+            return None
+        begin, finish = run.phases[name]
+        values = [v for t, v in fleet_at.items() if begin + 2 <= t <= finish]   # skip the window's ramp
+        return 1000 * sum(values) / len(values) if values else None
+
+    return {"target_ms": 1000 * target, "overlay": args.hpa_overlay, "min_replicas": bounds.min_replicas,
+            "max_replicas": bounds.max_replicas, "rate_window": args.rate_window,
+            "queue_ms_by_phase": {name: phase_mean(name) for name in run.phases},
+            "max_recommended": {name: max((r for t, r in recommendations if run.phases[name][0] <= t
+                                           <= run.phases[name][1]), default=None) for name in run.phases},
+            "timeline": timeline}
 
 
 def summarize(run: Run, late: str, late_state: str) -> dict:
@@ -309,6 +405,8 @@ def summarize(run: Run, late: str, late_state: str) -> dict:
     return {
         "total": counts(run.outcomes),
         "rollout": counts(run.in_phase("rollout")),
+        **({"overload": counts(run.in_phase("overload")), "calm": counts(run.in_phase("calm"))}
+           if "overload" in run.phases else {}),
         "after_kill": counts(run.in_phase("kill")),
         "old_version_after_rollout": sum(o.version != 2 for o in after),
         "late_replica": {"name": late, "first_state": late_state},
@@ -319,7 +417,21 @@ def summarize(run: Run, late: str, late_state: str) -> dict:
 
 def report(summary: dict) -> list[str]:
     """The lines printed at the end, and the guarantees that did not hold (an empty list when all held)."""
-    for phase in ("total", "rollout", "after_kill"):
+    scaling = summary.get("autoscaling")
+    if scaling:
+        print(f"queue time per request (recording rule, rate window {scaling['rate_window']}) and the HPA of overlay "
+              f"{scaling['overlay']} (target {scaling['target_ms']:g} ms, {scaling['min_replicas']}-"
+              f"{scaling['max_replicas']} replicas):", flush=True)
+        for name, mean in scaling["queue_ms_by_phase"].items():
+            print(f"  {name:>8}: mean {mean if mean is None else round(mean, 1)} ms per request, HPA recommends up to "
+                  f"{scaling['max_recommended'][name]} replicas", flush=True)
+        print("  t(s)  pods  queue ms/req (pod mean)  recommended  with 300 s scale-down stabilisation", flush=True)
+        for row in scaling["timeline"][::4]:
+            print(f"  {row['t']:5.0f}  {row['pods']:4d}  {row['queue_ms_per_pod_mean']:22.1f}  {row['recommended']:11d}"
+                  f"  {row['with_stabilisation']:d}", flush=True)
+    for phase in ("total", "rollout", "overload", "calm", "after_kill"):
+        if phase not in summary:
+            continue
         c = summary[phase]
         print(f"{phase:>10}: sent {c['sent']}, failed {c['failed']}, answered by version {c['answered_by_version']}"
               + (f"; errors: {c['errors']}" if c["errors"] else ""), flush=True)
@@ -337,6 +449,14 @@ def report(summary: dict) -> list[str]:
     if summary["after_kill"]["failed"] > summary["clients"]:
         broken.append(f"{summary['after_kill']['failed']} request(s) failed after the kill -9, more than the "
                       f"{summary['clients']} that can have been in flight on the killed replica")
+    if scaling and "overload" in scaling["queue_ms_by_phase"]:
+        phases = scaling["queue_ms_by_phase"]
+        # against the steady phases before and after (a rollout on two shared cores queues too: loading a version
+        # takes CPU from serving)
+        if not (phases["overload"] or 0) > max(phases["warmup"] or 0, phases["calm"] or 0):
+            broken.append(f"queue time per request did not rise under overload and fall after ({phases})")
+        if not (scaling["max_recommended"]["overload"] or 0) > (scaling["max_recommended"]["warmup"] or 0):
+            broken.append("the HPA formula did not recommend more replicas under overload than before it")
     if not summary["rollout"]["sent"] or not summary["after_kill"]["sent"]:
         broken.append("no load was sent in a phase")
     return broken
@@ -347,9 +467,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "one more starts during the rollout")
     parser.add_argument("--clients", type=int, default=4, help="client threads, alternating HTTP and gRPC (default 4)")
     parser.add_argument("--pause-s", type=float, default=0.01, help="pause between one client's requests (bounds load)")
-    parser.add_argument("--warmup-s", type=float, default=3.0, help="load before the rollout starts")
+    parser.add_argument("--warmup-s", type=float, default=6.0, help="load before the rollout starts")
     parser.add_argument("--settle-s", type=float, default=2.0, help="load after every replica serves the new version")
     parser.add_argument("--after-kill-s", type=float, default=4.0, help="load after the kill -9")
+    parser.add_argument("--delay-ms", type=float, default=20.0, help="the probe model's compute time per batch of 4")
+    parser.add_argument("--overload-clients", type=int, default=24,
+                        help="extra clients without pauses after the rollout (0: no overload phase)")
+    parser.add_argument("--overload-s", type=float, default=10.0, help="length of the overload")
+    parser.add_argument("--calm-s", type=float, default=8.0, help="normal load after the overload")
+    parser.add_argument("--rate-window", default="4s", help="rate window of the recording rules in this short run")
+    parser.add_argument("--hpa-overlay", default="cpu", help="overlay in settings.toml whose HPA bounds are applied")
     parser.add_argument("--run-dir", type=Path, help="where logs and configs go (default: a new temporary folder)")
     parser.add_argument("--json", type=Path, help="also write the summary here")
 

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 
 MODEL_PY = '''
+import time
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -17,8 +19,11 @@ import triton_python_backend_utils as pb_utils
 class TritonPythonModel:
     def initialize(self, args):
         self.answer = np.float32({value})
+        self.delay_s = {delay_s}
 
     def execute(self, requests):
+        if self.delay_s:
+            time.sleep(self.delay_s)   # one batch's compute time: lets a bounded load build a queue
         out = []
         for request in requests:
             x = pb_utils.get_input_tensor_by_name(request, "x").as_numpy()
@@ -29,7 +34,7 @@ class TritonPythonModel:
 
 CONFIG = '''name: "{name}"
 backend: "python"
-max_batch_size: 8
+max_batch_size: {max_batch_size}
 input [ {{ name: "x" data_type: TYPE_FP32 dims: [ 1 ] }} ]
 output [ {{ name: "y" data_type: TYPE_FP32 dims: [ 1 ] }} ]
 dynamic_batching {{ }}
@@ -38,12 +43,13 @@ version_policy: {{ latest {{ num_versions: 1 }} }}
 '''
 
 
-def make_package(root: Path, answer: float) -> Path:
-    """A build package (builders.repository layout) whose ``answer`` model returns ``answer``."""
+def make_package(root: Path, answer: float, delay_ms: float = 0.0, max_batch_size: int = 8) -> Path:
+    """A build package (builders.repository layout) whose ``answer`` model returns ``answer``, taking ``delay_ms`` per
+    batch of at most ``max_batch_size`` requests."""
     root.mkdir(parents=True, exist_ok=True)
     for name in ("idle", "answer"):
         (root / name / "version").mkdir(parents=True, exist_ok=True)
-        (root / name / "config.pbtxt").write_text(CONFIG.format(name=name))
-        (root / name / "version" / "model.py").write_text(MODEL_PY.format(value=answer))
+        (root / name / "config.pbtxt").write_text(CONFIG.format(name=name, max_batch_size=max_batch_size))
+        (root / name / "version" / "model.py").write_text(MODEL_PY.format(value=answer, delay_s=delay_ms / 1000))
     (root / "package.json").write_text(json.dumps({"primary": "answer", "members": ["idle", "answer"]}))
     return root

@@ -1,6 +1,6 @@
 """The local multi-replica run (``python -m deploy local-cluster``) as part of the suite: moto S3, real Triton
-replicas reading ``s3://``, a real nginx balancing HTTP and gRPC, bounded load through it, a live rollout and a
-``kill -9``. About 40 s on two cores.
+replicas reading ``s3://``, a real nginx balancing HTTP and gRPC, bounded load through it, a live rollout, an overload
+that the real Prometheus sees in the autoscaling rule, and a ``kill -9``. About a minute on two cores.
 """
 from __future__ import annotations
 
@@ -48,3 +48,19 @@ def test_rollout_under_load_has_zero_failures_and_a_kill_costs_at_most_the_in_fl
     assert [state for _, state in histories[late] if state != "down"][0] == "v2"
     for line in ("rollout: sent", "after_kill: sent", "per-replica serving version over time", "replica a: v1"):
         assert line in proc.stdout
+    scaling = summary["autoscaling"]
+    if shutil.which("prometheus") is None:
+        assert scaling is None and "prometheus is not installed" in proc.stdout
+        return
+    # the recording rule, evaluated by the real Prometheus: queue time rises under overload and falls after, and the
+    # HPA formula on it recommends more replicas under overload than before (the command checked the same; this
+    # re-checks its numbers)
+    queue = scaling["queue_ms_by_phase"]
+    assert queue["overload"] > max(queue["warmup"], queue["calm"])
+    assert scaling["max_recommended"]["overload"] > scaling["max_recommended"]["warmup"]
+    from deploy.autoscaling import Bounds, recommend
+    bounds = Bounds(scaling["min_replicas"], scaling["max_replicas"])
+    for row in scaling["timeline"]:       # every printed recommendation follows the formula from its own inputs
+        mean_s = row["queue_ms_per_pod_mean"] / 1000
+        assert row["recommended"] == recommend(row["pods"], [mean_s] * row["pods"], scaling["target_ms"] / 1000,
+                                               bounds)
