@@ -286,3 +286,20 @@ def test_load_exported_points_at_the_merged_folder_of_a_fine_tuning_run(lora_run
 
     with pytest.raises(UserError, match=r"fine-tuned a Hugging Face model; its merged model is the folder .*/hf"):
         load_exported(lora_run)
+
+
+def test_lora_under_two_process_torchrun_checkpoints_adapters_from_rank_0(tmp_path, data):
+    run_dir = tmp_path / "ddp"
+    env = {**os.environ, **OFFLINE, "PYTHONPATH": str(REPO)}
+    env.pop("TRAINING_FAULT_KILL_AFTER_STEP", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "training",
+           *lora_args(data, run_dir), "--epochs", "1", "--max-train-samples", "16"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "gloo" in proc.stderr and "[rank 1] pid" in proc.stderr
+    payload = final_checkpoint(run_dir)
+    assert payload["world_size"] == 2 and len(payload["rng"]) == 2 and payload["writer"]["rank"] == 0
+    assert payload["step"] == 2  # global batch 8 over 2 processes: 16 samples are 2 optimizer steps, as with one
+    assert all("lora_" in k or "classifier.modules_to_save" in k for k in payload["model"])
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["training"]["world_size"] == 2 and manifest["training"]["finetune"]["merge_parity"]["passed"]
