@@ -12,7 +12,14 @@ from common.config import load_config
 from common.errors import GateFailure, UserError, run_cli
 from builders.settings import BuildConfig
 
-DESCRIPTION = """Turn a training run into served, versioned Triton models, refusing anything that is not right.
+DESCRIPTION = """Turn a model into served, versioned Triton models, refusing anything that is not right.
+
+model sources (one per command; see builders/sources/):
+  --run-dir RUN                                   a training run (manifest.json + model.safetensors)
+  --hf-dir DIR --task embedding|classification    a Hugging Face folder (sentence-transformers layout honoured)
+  --onnx FILE --signature S.toml                  an ONNX file exported elsewhere (export skipped)
+  --factory pkg.mod:fn --weights W.safetensors --signature S.toml   any nn.Module
+  --heldout FILE.jsonl|FILE.npz                   held-out data (texts with labels or pairs, or tensors)
 
 steps (each is also a command below):
   build      the whole pipeline: export -> parity -> INT8 -> TensorRT -> configs + lint -> gate -> publish [-> load]
@@ -62,8 +69,40 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
                    help="build a TensorRT plan: auto (when TensorRT and a GPU exist), off, required")
 
 
+def _add_source_args(p: argparse.ArgumentParser, onnx_flag: str = "--onnx") -> None:
+    """The model source flags; commands whose ``--onnx`` is the built file name an ONNX source ``--source-onnx``."""
+    g = p.add_argument_group(f"model source (exactly one of --run-dir, --hf-dir, {onnx_flag}, --factory)")
+    g.add_argument("--run-dir", type=Path, help="training run directory (manifest.json + model.safetensors)")
+    g.add_argument("--hf-dir", type=Path, help="Hugging Face model folder (config.json, model.safetensors, "
+                                                "tokenizer.json; modules.json + 1_Pooling honoured), read offline")
+    g.add_argument(onnx_flag, dest="onnx_source", type=Path, metavar="ONNX",
+                   help="an ONNX file exported elsewhere (needs --signature); the export step is skipped")
+    g.add_argument("--factory", help="package.module:function returning an nn.Module (needs --weights, --signature)")
+    g.add_argument("--weights", type=Path, help="safetensors state dict for --factory")
+    g.add_argument("--signature", type=Path, help="TOML: inputs, outputs (names, dtypes, symbolic dims), task, labels, "
+                                                  "preprocessing (see builders/sources/base.py)")
+    g.add_argument("--task", choices=["classification", "embedding", "generic"],
+                   help="what the model does (default: the signature's; --hf-dir: embedding)")
+    g.add_argument("--heldout", type=Path, help="held-out data: .jsonl (text, optional label or pair) or .npz (one "
+                                                "array per input, optional labels); default: the run's test split, "
+                                                "or inputs generated from the signature (accuracy gating off)")
+
+
+def _source_spec(args):
+    from builders.sources import SourceSpec
+
+    return SourceSpec(run_dir=args.run_dir, hf_dir=args.hf_dir, onnx=args.onnx_source, factory=args.factory,
+                      weights=args.weights, signature=args.signature, task=args.task, heldout=args.heldout)
+
+
+def _open(args, name: str | None = None):
+    from builders.sources import open_source
+
+    return open_source(_source_spec(args), name)
+
+
 def _add_build_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run-dir", type=Path, required=True, help="training run directory (manifest.json + model.safetensors)")
+    _add_source_args(p)
     p.add_argument("--repository", type=Path, default=Path("model_repository"),
                    help="Triton model repository to publish into (default: model_repository)")
     p.add_argument("--name", help="model name in the repository (default: the manifest's model name)")
@@ -78,7 +117,11 @@ def _add_build_args(p: argparse.ArgumentParser) -> None:
 def _request(args):
     from builders.pipeline import BuildRequest
 
-    return BuildRequest(run_dir=args.run_dir, repository=args.repository, settings=_settings(args),
+    spec = _source_spec(args)
+    spec.kind()  # exactly one source, before anything else happens
+    return BuildRequest(run_dir=args.run_dir, hf_dir=args.hf_dir, onnx=args.onnx_source, factory=args.factory,
+                        weights=args.weights, signature=args.signature, task=args.task, heldout=args.heldout,
+                        repository=args.repository, settings=_settings(args),
                         config_file=args.config, name=args.name, publish=not getattr(args, "no_publish", False),
                         triton_url=args.triton_url, quiet=args.quiet, force=getattr(args, "force", False),
                         overrides=_override_args(args))
@@ -101,11 +144,10 @@ def cmd_build(args) -> int:
 
 def cmd_export(args) -> int:
     from builders.pipeline import export_and_verify
-    from training.export import load_exported
 
     settings = _settings(args)
-    exported = load_exported(args.run_dir)
-    result = export_and_verify(exported, exported.load_splits(), args.output, settings)
+    source = _open(args)
+    result = export_and_verify(source, source.heldout(), args.output, settings)
     print(f"wrote {result.onnx.path} ({result.onnx.size_bytes / 1e6:.2f} MB, opset {result.onnx.opset}, "
           f"simplified: {result.simplify.get('kept')})")
     print(result.parity.summary())
@@ -116,12 +158,11 @@ def cmd_export(args) -> int:
 def cmd_quantize(args) -> int:
     from common.files import atomic_write_json
     from builders.quantize import build_int8
-    from training.export import load_exported
 
     settings = _settings(args)
-    exported = load_exported(args.run_dir)
+    source = _open(args)
     args.output.mkdir(parents=True, exist_ok=True)
-    report = build_int8(exported, exported.load_splits(), args.onnx, args.output / "model.int8.onnx",
+    report = build_int8(source, source.heldout(), args.onnx, args.output / "model.int8.onnx",
                         settings.quantize, settings.parity.batch_size)
     atomic_write_json(args.output / "quantize.json", report.to_dict())
     print(report.summary())
@@ -132,16 +173,18 @@ def cmd_quantize(args) -> int:
 
 def cmd_tensorrt(args) -> int:
     from builders import tensorrt_build
+    from builders.pipeline import HeldOutSplits
     from builders.shapes import derive_profiles
-    from training.export import load_exported
 
     reason = tensorrt_build.unavailable_reason()
     if reason:
         raise UserError(f"cannot build a TensorRT plan here: {reason}")
     settings = _settings(args)
-    exported = load_exported(args.run_dir)
-    profiles = derive_profiles(exported.manifest.inputs, exported.manifest.preprocessing, settings)
-    result = tensorrt_build.build_and_verify(exported, exported.load_splits(), args.onnx, profiles, settings, args.output)
+    source = _open(args)
+    view = source.serving_view()
+    profiles = derive_profiles(view.inputs, view.preprocessing, settings)
+    splits = HeldOutSplits(test=source.heldout(), val=source.calibration())
+    result = tensorrt_build.build_and_verify(source, splits, args.onnx, profiles, settings, args.output)
     print(result.summary())
     print(f"wrote {result.plan} and {result.files()['metadata']}")
     return 0
@@ -167,11 +210,16 @@ def cmd_config(args) -> int:
     from builders.shapes import derive_profiles
 
     settings = _settings(args)
-    manifest = read_manifest(args.run_dir, verify=False)
+    if args.run_dir is not None and args.hf_dir is None and args.onnx_source is None and args.factory is None:
+        manifest = read_manifest(args.run_dir, verify=False)  # no torch, no data: the manifest says it all
+    else:
+        manifest = _open(args).serving_view()
     name = args.name or manifest.model
     profiles = derive_profiles(manifest.inputs, manifest.preprocessing, settings)
     # what a build would write when INT8 and TensorRT are both produced
-    configs = package_configs(name, manifest, profiles, settings, int8=settings.quantize.enabled, plan=True)
+    vocab = tc.tokenizer_vocab_size(Path(args.run_dir or ".") / manifest.tokenizer.file) if manifest.tokenizer else None
+    configs = package_configs(name, manifest, profiles, settings, int8=settings.quantize.enabled, plan=True,
+                              vocab_size=vocab)
     for relative, config in configs.items():
         if args.target and not relative.endswith(f"{args.target}.pbtxt") and not (
                 args.target == "cpu" and relative == "config.pbtxt"):
@@ -332,14 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("export", help="PyTorch -> ONNX with parity against PyTorch")
-    p.add_argument("--run-dir", type=Path, required=True, help="training run directory")
+    _add_source_args(p)
     p.add_argument("--output", type=Path, required=True, help="folder for model.onnx and parity.json")
     _add_config(p)
     _add_overrides(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("quantize", help="INT8 dynamic quantization with the accuracy check (exit 3 when refused)")
-    p.add_argument("--run-dir", type=Path, required=True, help="training run directory (for the held-out split)")
+    _add_source_args(p, "--source-onnx")
     p.add_argument("--onnx", type=Path, required=True, help="the FP32 ONNX file to quantize")
     p.add_argument("--output", type=Path, required=True, help="folder for model.int8.onnx and quantize.json")
     _add_config(p)
@@ -347,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("tensorrt", help="TensorRT plan + metadata + parity vs ONNX Runtime (needs TensorRT and a GPU)")
-    p.add_argument("--run-dir", type=Path, required=True, help="training run directory (shapes, calibration data)")
+    _add_source_args(p, "--source-onnx")
     p.add_argument("--onnx", type=Path, required=True, help="the ONNX file to build from")
     p.add_argument("--output", type=Path, required=True, help="folder for model.plan and model.plan.json")
     _add_config(p)
@@ -358,8 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("plan", type=Path, help="path of model.plan (its model.plan.json is read)")
     p.set_defaults(func=cmd_plan_check)
 
-    p = sub.add_parser("config", help="print or write the generated configurations for a training run")
-    p.add_argument("--run-dir", type=Path, required=True, help="training run directory (its manifest)")
+    p = sub.add_parser("config", help="print or write the generated configurations for a model source")
+    _add_source_args(p)
     p.add_argument("--name", help="model name (default: the manifest's)")
     p.add_argument("--target", choices=["cpu", "cpu_int8", "onnxruntime", "tensorrt"], help="only this target's configuration")
     p.add_argument("--output", type=Path, help="write into this model folder instead of printing")

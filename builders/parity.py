@@ -170,6 +170,7 @@ def embedding_agreement(report: ParityReport, reference: np.ndarray, candidate: 
     """Fill the cosine and nearest-neighbour fields of ``report`` (rows are examples in held-out order)."""
     from builders.metrics import nearest
 
+    pairs = [p for p in pairs if max(p) < len(reference)]  # a sample limit may cut the held-out rows short
     values = cosines(reference, candidate)
     report.min_cosine = round(float(values.min()), 7)
     report.mean_cosine = round(float(values.mean()), 7)

@@ -188,6 +188,9 @@ class TensorRTConfig(Strict):
                                  "int8": Tolerance(atol=1e-1, rtol=1e-1)},
         description="engine vs ONNX Runtime, per precision")
     min_argmax_agreement: dict[str, float] = Field(default_factory=lambda: {"fp32": 0.999, "fp16": 0.99, "int8": 0.97})
+    min_cosine: dict[str, float] = Field(default_factory=lambda: {"fp32": 0.9999, "fp16": 0.999, "int8": 0.99},
+                                         description="embeddings: lowest cosine of an engine's vector to ONNX Runtime's, "
+                                                     "per precision (element-wise tolerances do not gate embeddings)")
 
 
 class GateConfig(Strict):

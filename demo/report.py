@@ -16,7 +16,7 @@ def _rel(path: Path, start: Path) -> str:
 
 
 def write_report(config: DemoConfig, server_version: str, queries: dict, load_json: Path, panels_dir: Path,
-                 timings: dict[str, float]) -> Path:
+                 timings: dict[str, float], search: dict | None = None) -> Path:
     results_dir = ROOT / config.results_dir
     out = results_dir / "demo-report.md"
     load = json.loads(load_json.read_text()) if load_json.is_file() else None
@@ -34,6 +34,16 @@ def write_report(config: DemoConfig, server_version: str, queries: dict, load_js
         lines += [f"### {model}", "", "| input | true | PyTorch | HTTP | gRPC |", "|---|---|---|---|---|"]
         for row in result["rows"]:
             lines.append(f"| {row['input']} | {row['true']} | {row['pytorch']} | {row['http']} | {row['grpc']} |")
+        lines.append("")
+    if search:
+        lines += [f"## Semantic search: `{search['model']}` over {search['corpus']} held-out support messages", "",
+                  f"Every indexed vector agrees with sentence-transformers to cosine "
+                  f"{search['min_cosine_to_reference']} or better; HTTP and gRPC rank alike.", "",
+                  "| query | top match | cosine | same top match as sentence-transformers |", "|---|---|---|---|"]
+        for row in search["queries"]:
+            top = row["hits"][0]
+            text = top["text"] if len(top["text"]) <= 80 else top["text"][:77] + "..."
+            lines.append(f"| {row['query']} | {text} | {top['score']} | {'yes' if row['same_top1_as_reference'] else 'no'} |")
         lines.append("")
     if load:
         r = load["result"]
