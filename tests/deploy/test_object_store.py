@@ -182,3 +182,57 @@ def test_the_launcher_refuses_an_empty_or_unreachable_s3_repository(s3, tmp_path
         dead = TritonServer(ServerConfig(repository=f"s3://127.0.0.1:{free_port()}/models/repo"))
         with pytest.raises(UserError, match="cannot reach the object store"):
             dead.preflight()
+
+
+@pytest.mark.slow
+def test_a_version_triton_cannot_load_is_taken_back_and_the_previous_one_keeps_serving(bucket_url, tmp_path):
+    import os
+
+    import tritonclient.http as http
+
+    from clients.serve import ServerConfig, TritonServer
+
+    publish_package(Package.read(make_package(tmp_path / "p1", 1.0)), bucket_url)
+    repo = ObjectRepository(bucket_url)
+    before = snapshot(repo)
+    broken = make_package(tmp_path / "p2", 2.0)
+    model_py = broken / "answer" / "version" / "model.py"
+    model_py.write_text(model_py.read_text().replace("self.answer = ", "raise RuntimeError('broken weights'); "
+                                                                      "self.answer = "))
+    config = ServerConfig(repository=bucket_url, http_port=free_port(), grpc_port=free_port(),
+                          metrics_port=free_port(), model_control="explicit", log_file=tmp_path / "triton.log")
+    with TritonServer(config) as server:
+        proc = subprocess.run([sys.executable, "-m", "builders", "publish", "--package", str(broken), "--repository",
+                               bucket_url, "--triton-url", server.http_url], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "TRITON_ADMIN_TOKEN": server.admin_token})
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert "version 2 was removed from" in proc.stderr and "the previous version keeps serving" in proc.stderr
+        client = http.InferenceServerClient(server.http_url)
+        x = http.InferInput("x", [1, 1], "FP32")
+        x.set_data_from_numpy(np.zeros((1, 1), np.float32))
+        assert float(client.infer("answer", [x]).as_numpy("y")[0, 0]) == 1.0
+        client.close()
+    assert snapshot(repo) == before          # configs pin version 1 again, byte for byte; version 2 is gone
+
+
+def test_credentials_that_may_read_but_not_write_are_one_line_and_change_nothing(tmp_path):
+    import json
+
+    import boto3
+
+    with aws_credentials(), moto_server(tmp_path / "moto.log", enforce_auth_after=5) as endpoint:
+        admin = {"endpoint_url": f"http://{endpoint}", "region_name": "us-east-1"}
+        boto3.client("s3", **admin).create_bucket(Bucket="models")                                # 1
+        iam = boto3.client("iam", **admin)
+        iam.create_user(UserName="reader")                                                         # 2
+        iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps({  # 3
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": ["s3:Get*", "s3:List*", "s3:Head*"], "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="reader")["AccessKey"]                                # 4
+        url = f"s3://{endpoint}/models/repo"
+        reader = ObjectRepository(url, boto3.client("s3", aws_access_key_id=key["AccessKeyId"],
+                                                    aws_secret_access_key=key["SecretAccessKey"], **admin))
+        with pytest.raises(UserError, match=r"^repository s3://.*: the credentials in AWS_ACCESS_KEY_ID / "
+                                            r"AWS_SECRET_ACCESS_KEY may not write .*\(AccessDenied\)$"):
+            publish_package(Package.read(make_package(tmp_path / "p", 1.0)), url, reader)
+        assert reader.models() == [] and reader.version_folders("answer") == []
