@@ -279,7 +279,7 @@ class TritonServer:
             if http_ok(ready_url, timeout=1.0):
                 self._hide_token(parsed=True)
                 return
-            time.sleep(0.2)
+            time.sleep(0.2 if self._scrubbed else 0.01)  # the token is in the process list until it is overwritten
         reason = first_error(self.log_text())
         self.stop()
         raise UserError(f"Triton was not ready within {self.config.ready_timeout_s:.0f} s"
