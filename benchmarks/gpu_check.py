@@ -19,7 +19,9 @@ It prints a table of PASS / FAIL / SKIP rows with their figures and writes them 
   files ``python -m builders build`` makes), batch 1 and 32: latency, and the largest difference from eager;
 * **TensorRT** (when ``tensorrt`` imports): the build of each model with ``--tensorrt required`` (plan, plan metadata,
   the host compatibility check, engine parity against ONNX Runtime), and a version-compatible plan loaded with
-  ``engine_host_code_allowed`` after a timing cache TensorRT must reject.
+  ``engine_host_code_allowed`` after a timing cache TensorRT must reject;
+* **the repository's GPU tests** (``pytest -m "gpu or tensorrt"``, when pytest is installed): CUDA shared memory
+  through the real Triton, AMP checkpoints, the NVML exporter, a plan built and published on this host.
 
 Every row that cannot run here says why (no CUDA GPU, no TensorRT, a package missing, the time budget spent), so on a
 CPU machine the command still runs and reports SKIP for every GPU row. It needs PyTorch with CUDA and this
@@ -495,6 +497,28 @@ class GpuCheck:
                  onnxruntime=", ".join(f"{k} {v}" for k, v in install.distributions.items()), **figures)
 
 
+GPU_TEST_FILES = ("tests/training/test_textclf_and_amp.py", "tests/monitoring/test_gpu_exporter.py",
+                  "tests/builders/test_tensorrt_meta.py", "tests/clients/test_protocols.py")
+
+
+def repository_gpu_tests(check: GpuCheck) -> None:
+    """The repository's own ``gpu``/``tensorrt``-marked tests (CUDA shared memory through the real Triton among them)."""
+    import importlib.util
+
+    name = "pytest -m 'gpu or tensorrt': the repository's GPU tests (CUDA shared memory via Triton, AMP, NVML, plans)"
+    if importlib.util.find_spec("pytest") is None:
+        check.add("tests", name, "SKIP", "pytest is not installed (pip install pytest pytest-timeout)")
+        return
+    start = time.monotonic()
+    done = _run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-m", "gpu or tensorrt",
+                 *GPU_TEST_FILES], max(check.budget.left() - 5, 30))
+    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors)", done.stdout)}
+    failed = counts.get("failed", 0) + counts.get("error", 0) + counts.get("errors", 0)
+    status = "FAIL" if failed or done.returncode not in (0, 5) else ("PASS" if counts.get("passed") else "SKIP")
+    check.add("tests", name, status, "" if status == "PASS" else _tail(done.stdout, 4), time.monotonic() - start,
+              passed=counts.get("passed", 0), failed=failed, skipped=counts.get("skipped", 0))
+
+
 def _timings(run: Callable, cases: dict, reference: dict) -> dict[str, Any]:
     """p50/p90 latency (ms, host to host) and samples/s per batch size, and the largest difference from eager."""
     import numpy as np
@@ -607,6 +631,8 @@ def run(args: argparse.Namespace) -> int:
         check.section("inference", [f"infer {m}: {r}" for m in MODELS for r in
                                     ("PyTorch eager CUDA", "torch.compile CUDA", "ONNX Runtime CUDAExecutionProvider")],
                       check.inference, on_cpu=True)
+        check.section("tests", ["pytest -m 'gpu or tensorrt': the repository's GPU tests (CUDA shared memory via "
+                                "Triton, AMP, NVML, plans)"], lambda: repository_gpu_tests(check), min_seconds=60)
     finally:
         if temporary:
             shutil.rmtree(temporary, ignore_errors=True)

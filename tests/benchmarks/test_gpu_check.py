@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-GPU_SECTIONS = {"training", "nccl", "nvml", "build", "tensorrt", "inference"}
+GPU_SECTIONS = {"training", "nccl", "nvml", "build", "tensorrt", "inference", "tests"}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_every_gpu_row_is_skipped_with_the_reason(cpu_run):
     rows = result["rows"]
     assert {row["section"] for row in rows} >= GPU_SECTIONS
     gpu_rows = [row for row in rows if row["section"] in GPU_SECTIONS]
-    assert len(gpu_rows) >= 24  # 4 training, 3 NCCL, 1 NVML, 2 builds, 8 TensorRT, 6 inference
+    assert len(gpu_rows) >= 25  # 4 training, 3 NCCL, 1 NVML, 2 builds, 8 TensorRT, 6 inference, the GPU tests
     for row in gpu_rows:
         assert row["status"] == "SKIP", row
         assert row["detail"].startswith("no CUDA GPU: torch.cuda.is_available() is False"), row
