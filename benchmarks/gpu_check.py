@@ -360,7 +360,8 @@ class GpuCheck:
                  precision=meta.precision, profiles=len(meta.profiles))
         parity = (report.get("tensorrt") or {}).get("parity") or {}
         if step.get("status") == "ok":
-            self.add("tensorrt", names[2], "PASS", "", **{k: v for k, v in parity.items() if not isinstance(v, (list, dict))})
+            self.add("tensorrt", names[2], "PASS", "", **{f"parity_{k}": v for k, v in parity.items()
+                                                          if not isinstance(v, (list, dict))})
         else:
             self.add("tensorrt", names[2], "FAIL", step.get("detail", ""))
 
@@ -671,7 +672,8 @@ def nccl_worker(out_dir: Path) -> int:
         dist.all_gather(gathered, grad)
         grads_equal = all(torch.equal(g, gathered[0]) for g in gathered)
         ok = bool(torch.all(value == expected).item()) and grads_equal
-        nccl = ".".join(map(str, torch.cuda.nccl.version())) if hasattr(torch.cuda, "nccl") else None
+        version = torch.cuda.nccl.version()  # a tuple in recent PyTorch, an int in older ones
+        nccl = ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
         (out_dir / f"rank-{rank}.json").write_text(json.dumps(
             {"ok": ok, "allreduce": float(value[0].item()), "expected": expected, "grads_equal": grads_equal,
              "nccl": nccl, "device": str(device)}))
