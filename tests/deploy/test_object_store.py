@@ -22,6 +22,9 @@ from deploy.local_s3 import aws_credentials, create_bucket, moto_server
 from deploy.probe_model import make_package
 
 ROOT = Path(__file__).resolve().parents[2]
+pytest.importorskip("boto3", reason="boto3 is not installed (a project dependency: reinstall the environment)")
+if not (Path(sys.executable).parent / "moto_server").is_file():
+    pytest.skip("moto's server is not installed (pip install 'moto[server]')", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
