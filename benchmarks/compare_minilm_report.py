@@ -137,7 +137,8 @@ def _plots(rows: list[dict], latencies: dict, results_dir: Path) -> list[Path]:
         ax.set_ylabel(ylabel)
         ax.set_title(f"all-MiniLM-L6-v2: {ylabel} vs concurrency (dashed: in-process)")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(results_dir / name, dpi=110)
         plt.close(fig)
@@ -156,12 +157,24 @@ def _plots(rows: list[dict], latencies: dict, results_dir: Path) -> list[Path]:
         ax.set_ylabel("fraction of requests")
         ax.set_title(f"all-MiniLM-L6-v2: latency CDF at concurrency {c_cdf}")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(results_dir / "compare-minilm_latency_cdf.png", dpi=110)
         plt.close(fig)
         paths.append(results_dir / "compare-minilm_latency_cdf.png")
     return paths
+
+
+def int8_note(facts: dict) -> str:
+    source = facts.get("int8_source")
+    if source == "builders":
+        return "the builders published an INT8 encoder; see the -int8 rows."
+    if source:
+        return (f"the builders did not publish an INT8 encoder (it missed their agreement bound), and the in-process "
+                f"INT8 graph ({source}) faced the same agreement check as every peer (its row, or why it stopped, is "
+                "above).")
+    return "the builders publish INT8 only when it passes their agreement bound (their build report has the figures)."
 
 
 def _cell(value) -> str:
@@ -222,10 +235,7 @@ def write_outputs(rows: list[dict], latencies: dict, plan, machine: dict, proble
         md += ["", "## What each tuning step bought (raw text over gRPC)", "",
                "The builders' MiniLM configuration changed one thing per step (benchmarks/compare_minilm_variants.py); "
                f"branches are alternatives to the defaults. Each cell is the median of {plan.ladder_rounds} interleaved "
-               "round(s). INT8 is not a step: "
-               + (f"the builders did not publish an INT8 encoder, and the in-process INT8 graph ({facts.get('int8_source')}) "
-                  "faced the same agreement check as every peer (see the INT8 row or its reason above)."
-                  if facts.get("int8_source") != "builders" else "see the -int8 rows."), ""] + ladder
+               "round(s). INT8 is not a step: " + int8_note(facts), ""] + ladder
     md += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     errors = [r for r in rows if r["errors"]]
     if errors:

@@ -73,7 +73,9 @@ def chunks(info: ModelInfo, texts: list[str], batch_size: int | None) -> list[li
 
 
 def model_max_length(tokenizer_file: Path) -> int | None:
-    """The sequence limit a sentence-transformers folder declares beside its tokenizer (``max_seq_length``)."""
+    """The sequence limit the model declares beside its tokenizer: ``max_seq_length`` of a sentence-transformers
+    folder, or the ``max_length`` parameter of the Triton tokenizer model whose version folder holds the file
+    (``minilm_tokenizer/1/tokenizer.json``: what the server's own tokenizer step truncates to)."""
     import json
 
     for name in ("sentence_bert_config.json", "tokenizer_config.json"):
@@ -85,6 +87,16 @@ def model_max_length(tokenizer_file: Path) -> int | None:
         value = data.get("max_seq_length") or data.get("model_max_length")
         if isinstance(value, int) and 0 < value < 100_000:
             return value
+    served = tokenizer_file.parent.parent / "config.pbtxt"
+    if served.is_file():
+        from common.triton_config import load_config_file
+
+        try:
+            parameters = load_config_file(served).parameters
+        except Exception:  # not a Triton configuration after all: no limit from it
+            return None
+        if "max_length" in parameters and parameters["max_length"].string_value.isdigit():
+            return int(parameters["max_length"].string_value)
     return None
 
 

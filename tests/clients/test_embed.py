@@ -78,13 +78,19 @@ def test_requests_never_exceed_the_models_batch_limit_and_keep_the_order():
         chunks(info(), texts, 0)
 
 
-def test_token_encoder_truncates_to_the_models_length_and_masks_padding():
+def test_token_encoder_truncates_to_the_models_length_and_masks_padding(tmp_path):
     encoder = TokenEncoder(minilm_tokenizer())
     assert encoder.max_length == 256  # sentence_bert_config.json's max_seq_length, not tokenizer.json's 128
     arrays = encoder.encode(["hi", "a much longer text than the first one " * 80])
     assert arrays["input_ids"].shape == arrays["attention_mask"].shape == arrays["token_type_ids"].shape == (2, 256)
     assert arrays["attention_mask"][0].sum() == 3 and arrays["attention_mask"][1].sum() == 256  # [CLS] hi [SEP]
     assert (arrays["input_ids"][0, 3:] == encoder.pad_id).all()
+    served = tmp_path / "minilm_tokenizer" / "1"
+    served.mkdir(parents=True)
+    (served / "tokenizer.json").write_bytes(minilm_tokenizer().read_bytes())
+    (served.parent / "config.pbtxt").write_text('name: "minilm_tokenizer"\nbackend: "python"\n'
+                                                'parameters { key: "max_length" value { string_value: "64" } }\n')
+    assert TokenEncoder(served / "tokenizer.json").max_length == 64  # the server's tokenizer step's limit
     token_model = info(inputs=tuple(TensorInfo(n, "INT64", (-1, -1)) for n in ("input_ids", "attention_mask", "token_type_ids")))
     assert takes_tokens(token_model) and not takes_tokens(info())
 

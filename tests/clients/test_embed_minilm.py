@@ -42,12 +42,18 @@ def assert_same_vectors(got: np.ndarray, reference: np.ndarray) -> None:
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
 
 
-def test_library_embed_equals_sentence_transformers_every_way(minilm_server, sentences, reference):  # noqa: F811
+def test_library_embed_equals_sentence_transformers_every_way(minilm_build, minilm_server, sentences,  # noqa: F811
+                                                              reference):
     from clients import AsyncTritonClient, TritonClient
 
-    tokenizer = minilm_dir() / "tokenizer.json"
+    repository, _ = minilm_build
+    # the model folder's tokenizer (its sentence_bert_config.json says 256), and the published one (whose own
+    # tokenizer.json says 128; the served tokenizer step's max_length parameter says 256)
+    tokenizers = {"http": minilm_dir() / "tokenizer.json",
+                  "grpc": repository / "minilm_tokenizer" / "1" / "tokenizer.json"}
     for protocol in ("http", "grpc"):
         url = url_for(minilm_server, protocol)
+        tokenizer = tokenizers[protocol]
         with TritonClient(url, protocol, retry={"timeout_s": 60, "budget_s": 120}) as client:
             assert_same_vectors(client.embed("minilm_text", sentences).embeddings, reference)
         with TritonClient(url, protocol, tokenizer=tokenizer, retry={"timeout_s": 60, "budget_s": 120}) as client:
