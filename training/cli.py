@@ -171,7 +171,7 @@ def finetune_overrides(args: argparse.Namespace) -> dict[str, Any]:
     lora_flags = {"rank": args.lora_rank, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
                   "target_modules": [t.strip() for t in args.lora_targets.split(",") if t.strip()]
                   if args.lora_targets is not None else None}
-    given = [f"--{k.replace('_modules', 's').replace('_', '-')}" for k, v in lora_flags.items() if v is not None]
+    given = [f"--lora-{'targets' if k == 'target_modules' else k}" for k, v in lora_flags.items() if v is not None]
     tuning = [args.task, args.data, args.val_data, args.test_data, args.val_fraction, args.labels, args.max_length,
               args.name, args.lora]
     if args.from_pretrained is None:
@@ -180,6 +180,12 @@ def finetune_overrides(args: argparse.Namespace) -> dict[str, Any]:
         return {}
     if args.model not in (None, "hf_classifier"):
         raise UserError(f"--from-pretrained fine-tunes model hf_classifier; drop --model {args.model}")
+    from training.models.hf_classifier import check_model_dir
+
+    try:
+        check_model_dir(args.from_pretrained)
+    except ValueError as exc:
+        raise UserError(f"--from-pretrained: {exc}") from None
     if args.data is None and not args.config:
         raise UserError("--from-pretrained needs --data TRAIN.jsonl (labelled {\"text\": ..., \"label\": ...} lines)")
     if given and not args.lora:
