@@ -211,6 +211,10 @@ def write_outputs(rows: list[dict], latencies: dict, plan, machine: dict, proble
         md += [f"Triton's default minilm configuration serves the {facts['served_precision'].upper()} encoder; "
                "`-int8` rows use the builders' `cpu_int8` configuration.", ""]
     md += ["## Targets", ""] + [f"- {line}" for line in target_lines] + [""]
+    if any(t["met"] is False for t in targets):
+        md += ["Where the time goes for a missed target: the per-step Triton breakdown below (queue vs compute per "
+               "request, and how many requests each encoder run merged), and the server / load-generator CPU columns "
+               "(on 2 shared cores a saturated load generator or server shows there).", ""]
     if problems:
         md += ["## Not measured", ""] + [f"- **{p['config']}**: {p['reason']}" for p in problems] + [""]
     md += ["## Results", "",
