@@ -2,8 +2,9 @@
 
 The first time a machine with an NVIDIA GPU is at hand, this one command answers whether the GPU path works::
 
-    docker compose run --rm prepare-models python -m benchmarks gpu-check    # in the NGC builder image, or
-    bash docker/gpu-check.sh                                                  # on a bare host with PyTorch + CUDA
+    bash docker/gpu-check.sh                  # on a host with PyTorch + CUDA (installs the rest offline, see below)
+    # or in the NGC builder image of the compose stack (.env filled in), keeping the JSON on the host:
+    docker compose run --rm -v "$PWD/benchmarks/results:/app/benchmarks/results" prepare-models python -m benchmarks gpu-check
 
 It prints a table of PASS / FAIL / SKIP rows with their figures and writes them as JSON
 (``benchmarks/results/gpu-check.json``; exit status 1 when a row FAILed):

@@ -3,8 +3,9 @@
 #
 #   bash docker/gpu-check.sh                 # options go to `python -m benchmarks gpu-check` (--budget, --work-dir)
 #
-# In the NGC builder image everything is installed already: `docker compose run --rm prepare-models python -m
-# benchmarks gpu-check` does the same. Here:
+# In the NGC builder image of the compose stack everything is installed already; there the same check is
+#   docker compose run --rm -v "$PWD/benchmarks/results:/app/benchmarks/results" prepare-models python -m benchmarks gpu-check
+# Here:
 # 1. PYTHON (default python3) must import torch. A virtual environment is used as it is; for the system's Python,
 #    .gpu-check-venv is made on top of it with --system-site-packages, so its torch, tensorrt, onnxruntime-gpu stay;
 # 2. the repository's other dependencies (docker/requirements-gpu-check.txt, pinned by requirements.lock) come from
