@@ -4,16 +4,18 @@ What runs (all on 127.0.0.1): moto's S3 server holding the model repository; Tri
 launcher reading ``s3://127.0.0.1:PORT/models/repo`` themselves, in explicit model-control mode with an admin token
 (as the Deployment runs them); nginx in front of them for HTTP and gRPC (HTTP/2), retrying a request on the next
 replica when one refuses or drops the connection; client threads sending bounded load through nginx with the
-platform's client (retries on retryable failures). The probe model answers with the version number it was
-published as, so every response says which version served it.
+platform's client (retries on retryable failures), and Locust (``benchmarks loadtest``) for the overload; the real
+Prometheus with the generated recording rules. The probe model answers with the version number it was published as,
+so every response says which version served it.
 
 The scenario: version 1 serves; version 2 is published to the object store (a version appears whole or not at all,
 see builders/object_store.py); a third replica starts in the middle of the rollout and must come up with version 2;
 the builder's rollout loads version 2 on every ready replica (explicit model control: Triton keeps serving version 1
 until version 2 is loaded, then switches; each replica is checked, and replicas that became ready meanwhile are
-re-checked until all agree); then one replica is killed with ``kill -9``. Printed: requests sent and failed per
-phase (0 failures expected during the rollout), and each replica's serving version over time. Exit status 1 when a
-guarantee did not hold.
+re-checked until all agree); Locust overloads the replicas for a while (queue time per request must rise and fall,
+and the HPA formula is applied to what Prometheus recorded); then one replica is killed with ``kill -9``. Printed:
+requests sent and failed per phase (0 failures expected during the rollout), each replica's serving version over
+time, queue time per request and the HPA's recommendation. Exit status 1 when a guarantee did not hold.
 
 Why explicit model control and not a rolling restart: loading a version on a running Triton costs no capacity and no
 cold start, and the old version answers until the new one is ready; a rolling update of the Deployment is what
@@ -28,6 +30,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -242,6 +245,24 @@ def start_load(run: Run, count: int, ports: tuple[int, int], stop: threading.Eve
     return threads
 
 
+def run_locust(run_dir: Path, ports: tuple[int, int], users: int, duration_s: float) -> dict:
+    """``python -m benchmarks loadtest`` (Locust, in its own process: gevent and our threads do not mix) through
+    nginx's gRPC port; its requests and failures, from the results file it writes."""
+    out = run_dir / "locust"
+    command = [sys.executable, "-m", "benchmarks", "loadtest", "--host", "127.0.0.1", "--http-port", str(ports[0]),
+               "--grpc-port", str(ports[1]), "--protocol", "grpc", "--model", MODEL, "--users", str(users),
+               "--spawn-rate", str(users), "--duration", str(duration_s), "--results-dir", str(out),
+               "--name", "overload"]
+    with open(run_dir / "locust.log", "wb") as log:
+        proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=duration_s + 120)
+    results = out / "overload.json"
+    if proc.returncode != 0 or not results.is_file():
+        tail = (run_dir / "locust.log").read_text(errors="replace").strip().splitlines()[-3:]
+        raise UserError(f"Locust failed (exit status {proc.returncode}; log {run_dir / 'locust.log'}): {tail}")
+    row = json.loads(results.read_text())["result"]
+    return {key: row.get(key) for key in ("requests", "errors", "throughput_rps", "p50_ms", "p99_ms", "concurrency")}
+
+
 def start_prometheus(run_dir: Path, metrics: list[str], rate_window: str):
     """The real Prometheus scraping every replica slot every second, with the generated recording rules (their rate
     window shortened to fit a one-minute run); None, said aloud, when it is not installed."""
@@ -272,6 +293,7 @@ def scenario(args: argparse.Namespace, run_dir: Path) -> dict:
     stop_load, stop_overload, stop_poll = threading.Event(), threading.Event(), threading.Event()
     threads: list[threading.Thread] = []
     prometheus = None
+    locust = None
     package = {"delay_ms": args.delay_ms, "max_batch_size": 4}
     try:
         with moto_server(run_dir / "moto.log") as endpoint:
@@ -316,13 +338,18 @@ def scenario(args: argparse.Namespace, run_dir: Path) -> dict:
 
             if args.overload_clients:
                 begin = run.now()
-                print(f"[{begin:6.2f}s] overload: {args.overload_clients} more clients without pauses", flush=True)
-                overload = start_load(run, args.overload_clients, (http_port, grpc_port), stop_overload, 0.0,
-                                      first=args.clients)
-                time.sleep(args.overload_s)
-                stop_overload.set()
-                for thread in overload:
-                    thread.join(timeout=30)
+                if args.overload_with == "locust":
+                    print(f"[{begin:6.2f}s] overload: Locust with {args.overload_clients} gRPC users through nginx",
+                          flush=True)
+                    locust = run_locust(run_dir, (http_port, grpc_port), args.overload_clients, args.overload_s)
+                else:
+                    print(f"[{begin:6.2f}s] overload: {args.overload_clients} more clients without pauses", flush=True)
+                    overload = start_load(run, args.overload_clients, (http_port, grpc_port), stop_overload, 0.0,
+                                          first=args.clients)
+                    time.sleep(args.overload_s)
+                    stop_overload.set()
+                    for thread in overload:
+                        thread.join(timeout=30)
                 run.phases["overload"] = (begin, run.now())
                 begin = run.now()
                 time.sleep(args.calm_s)
@@ -348,7 +375,8 @@ def scenario(args: argparse.Namespace, run_dir: Path) -> dict:
         if prometheus:
             prometheus.stop()
         cluster.close()
-    return {**summarize(run, late, late_state), "clients": args.clients, "autoscaling": autoscaling}
+    return {**summarize(run, late, late_state), "clients": args.clients, "autoscaling": autoscaling,
+            "locust": locust}
 
 
 def hpa_view(prometheus, run: Run, args: argparse.Namespace) -> dict:
@@ -429,6 +457,10 @@ def report(summary: dict) -> list[str]:
         for row in scaling["timeline"][::4]:
             print(f"  {row['t']:5.0f}  {row['pods']:4d}  {row['queue_ms_per_pod_mean']:22.1f}  {row['recommended']:11d}"
                   f"  {row['with_stabilisation']:d}", flush=True)
+    if summary.get("locust"):
+        lc = summary["locust"]
+        print(f"    locust: {lc['requests']} requests through nginx (gRPC, {lc['concurrency']} users), {lc['errors']} "
+              f"failed, {lc['throughput_rps']} req/s, p50 {lc['p50_ms']} ms, p99 {lc['p99_ms']} ms", flush=True)
     for phase in ("total", "rollout", "overload", "calm", "after_kill"):
         if phase not in summary:
             continue
@@ -474,6 +506,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overload-clients", type=int, default=24,
                         help="extra clients without pauses after the rollout (0: no overload phase)")
     parser.add_argument("--overload-s", type=float, default=10.0, help="length of the overload")
+    parser.add_argument("--overload-with", choices=["locust", "threads"], default="locust",
+                        help="the overload's load generator: Locust (benchmarks loadtest) or more client threads")
     parser.add_argument("--calm-s", type=float, default=8.0, help="normal load after the overload")
     parser.add_argument("--rate-window", default="4s", help="rate window of the recording rules in this short run")
     parser.add_argument("--hpa-overlay", default="cpu", help="overlay in settings.toml whose HPA bounds are applied")

@@ -48,6 +48,7 @@ def test_rollout_under_load_has_zero_failures_and_a_kill_costs_at_most_the_in_fl
     assert [state for _, state in histories[late] if state != "down"][0] == "v2"
     for line in ("rollout: sent", "after_kill: sent", "per-replica serving version over time", "replica a: v1"):
         assert line in proc.stdout
+    assert summary["locust"]["requests"] > 0               # Locust (benchmarks loadtest) overloaded through nginx
     scaling = summary["autoscaling"]
     if shutil.which("prometheus") is None:
         assert scaling is None and "prometheus is not installed" in proc.stdout
