@@ -247,17 +247,26 @@ def _artifact_settings(config: dict | None) -> dict:
     return {key: value for key, value in (config or {}).items() if key != "publish"}
 
 
-def _hashes(source_or_manifest) -> tuple[str | None, str | None]:
-    """(weights, tokenizer) SHA-256 of a model source or of a training manifest."""
+#: what identifies a model source besides its weights: a changed config.json, signature or pooling is another model
+_IDENTITY_KEYS = ("config_sha256", "signature_sha256", "pooling", "factory")
+
+
+def _identity(source_or_manifest) -> dict:
+    """The hashes that make a model source (or a training manifest) the same model: weights, tokenizer, and for
+    other sources their config/signature."""
     origin = getattr(source_or_manifest, "origin", None)
     if isinstance(origin, dict):
-        return origin.get("weights_sha256"), origin.get("tokenizer_sha256")
+        identity = {"weights_sha256": origin.get("weights_sha256"), "tokenizer_sha256": origin.get("tokenizer_sha256")}
+        identity.update({key: origin[key] for key in _IDENTITY_KEYS if key in origin})
+        return identity
     manifest = source_or_manifest
-    return manifest.weights.sha256, manifest.tokenizer.sha256 if manifest.tokenizer else None
+    return {"weights_sha256": manifest.weights.sha256,
+            "tokenizer_sha256": manifest.tokenizer.sha256 if manifest.tokenizer else None}
 
 
 def already_serving(model_dir: Path, source, settings: BuildConfig) -> int | None:
-    """The serving version when it was built from these exact weights (and tokenizer) with these exact settings.
+    """The serving version when it was built from these exact weights (and tokenizer, config, signature) with these
+    exact settings.
 
     ``source`` is a model source (or a training manifest). Re-running a build (``make demo`` twice, a restarted
     ``watch``) then publishes nothing instead of a copy.
@@ -269,11 +278,10 @@ def already_serving(model_dir: Path, source, settings: BuildConfig) -> int | Non
         return None
     lineage = read_lineage(model_dir / str(number))
     checkpoint = lineage.get("checkpoint", {})
-    weights, tokenizer = _hashes(source)
-    same_weights = weights is not None and checkpoint.get("weights_sha256") == weights
-    same_tokenizer = checkpoint.get("tokenizer_sha256") == tokenizer
+    identity = _identity(source)
+    same_model = identity["weights_sha256"] is not None and all(checkpoint.get(k) == v for k, v in identity.items())
     same_settings = _artifact_settings(lineage.get("build_config")) == _artifact_settings(settings.model_dump(mode="json"))
-    return number if same_weights and same_tokenizer and same_settings and not lineage.get("rollback_of") else None
+    return number if same_model and same_settings and not lineage.get("rollback_of") else None
 
 
 def _load(request: BuildRequest, settings: BuildConfig):

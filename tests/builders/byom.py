@@ -79,7 +79,7 @@ shape = ["batch", 2]
 
 def plain_onnx_classifier(root: Path, seed: int = 0) -> tuple[Path, Path, Path]:
     """(model.onnx, signature.toml, heldout.npz): a classifier exported by plain ``torch.onnx.export`` outside the
-    platform (dynamic batch), its signature, and 96 labelled held-out rows (labels = its own predictions on 90 %)."""
+    platform (dynamic batch), its signature, and 96 labelled held-out rows (its own predictions, 10 of them changed)."""
     import torch
 
     from tests.builders.factory_models import TinyClassifier
@@ -97,7 +97,7 @@ def plain_onnx_classifier(root: Path, seed: int = 0) -> tuple[Path, Path, Path]:
     x = rng.standard_normal((96, 4)).astype(np.float32)
     with torch.inference_mode():
         labels = model(torch.from_numpy(x))[0].argmax(-1).numpy()
-    labels[::10] = (labels[::10] + 1) % 3  # not a perfect score: accuracy 0.9
+    labels[::10] = (labels[::10] + 1) % 3  # not a perfect score: 10 of 96 wrong
     heldout = root / "heldout.npz"
     np.savez(heldout, x=x, labels=labels.astype(np.int64))
     return onnx_path, signature, heldout

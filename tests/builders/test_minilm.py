@@ -36,12 +36,27 @@ def minilm_build(tmp_path_factory):
     config = root / "builders.toml"
     config.write_text("[quantize]\nlatency_iterations = 3\n[publish]\nwork_dir = \"%s\"\n" % (root / "builds"))
     repository = root / "model_repository"
-    result = subprocess.run([sys.executable, "-m", "builders", "build", "--hf-dir", str(minilm_dir()), "--task",
-                             "embedding", "--name", "minilm", "--repository", str(repository), "--heldout",
-                             str(heldout), "--config", str(config), "--report", str(root / "report.json"), "--quiet"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    result = subprocess.run(_command(repository, heldout, config, root / "report.json"), cwd=ROOT,
+                            capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     return repository, json.loads((root / "report.json").read_text())
+
+
+def _command(repository: Path, heldout: Path, config: Path, report: Path) -> list[str]:
+    return [sys.executable, "-m", "builders", "build", "--hf-dir", str(minilm_dir()), "--task", "embedding", "--name",
+            "minilm", "--repository", str(repository), "--heldout", str(heldout), "--config", str(config),
+            "--report", str(report), "--quiet"]
+
+
+def test_building_the_same_folder_again_publishes_nothing(minilm_build):
+    """What ``make demo`` relies on when it is run twice: the serving version already has these weights."""
+    repository, report = minilm_build
+    root = repository.parent
+    result = subprocess.run(_command(repository, root / "pairs.jsonl", root / "builders.toml", root / "again.json"),
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "unchanged: version 1" in result.stdout
+    assert sorted(p.name for p in (repository / "minilm").iterdir() if p.name.isdigit()) == ["1"]
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +168,29 @@ def test_served_vectors_equal_sentence_transformers_over_http_and_grpc(minilm_se
         np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-5)
         cosine = (served * expected).sum(axis=1)
         assert cosine.min() >= 0.9999, (protocol, float(cosine.min()), texts[int(cosine.argmin())][:80])
+
+
+def test_the_demo_builds_minilm_with_the_command_a_user_types_and_searches_through_triton(minilm_server, tmp_path,
+                                                                                         monkeypatch):
+    """The demo's step functions (demo/embeddings.py) against the session's MiniLM: the build command it prints,
+    and the semantic search over HTTP and gRPC checked against sentence-transformers; the report renders it."""
+    from demo import embeddings, report
+    from demo.config import DemoConfig, EmbeddingStep
+
+    monkeypatch.setattr(embeddings, "ROOT", tmp_path)
+    config = DemoConfig(train=[], work_dir=Path("work"), results_dir=Path("results"),
+                        embedding=EmbeddingStep(corpus=24, heldout_pairs=4))
+    (tmp_path / "work").mkdir()
+    command = embeddings.build_command(config)
+    assert command[:4] == ["python", "-m", "builders", "build"] and command[command.index("--name") + 1] == "minilm"
+    assert Path(command[command.index("--hf-dir") + 1]) == minilm_dir()
+    pairs = (tmp_path / command[command.index("--heldout") + 1]).read_text().splitlines()
+    assert len(pairs) == 4 and set(json.loads(pairs[0])) == {"text", "pair"}
+    search = embeddings.semantic_search(config, minilm_server)
+    assert search["model"] == "minilm_text" and search["min_cosine_to_reference"] >= 0.9999
+    assert len(search["queries"]) == 4 and all(q["same_top1_as_reference"] for q in search["queries"])
+    assert all(len(q["hits"]) == 3 and q["hits"][0]["score"] >= q["hits"][1]["score"] for q in search["queries"])
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    out = report.write_report(config, "triton", {}, tmp_path / "none.json", Path("panels"), {"build": 1.0},
+                              search=search)
+    assert "## Semantic search: `minilm_text` over 24 held-out support messages" in out.read_text()

@@ -117,11 +117,11 @@ def test_config_that_disagrees_with_the_plan_io_is_a_finding(tmp_path, profiles)
 def test_engine_build_matches_onnxruntime(digits_run, tmp_path):
     """On a GPU host: a real FP16 plan from the digits ONNX, metadata written, parity vs ONNX Runtime passes."""
     from builders import tensorrt_build
-    from builders.pipeline import export_and_verify
-    from training.export import load_exported
+    from builders.pipeline import HeldOutSplits, export_and_verify
+    from builders.sources.training_run import TrainingRunSource
 
-    exported = load_exported(digits_run)
-    splits = exported.load_splits()
+    exported = TrainingRunSource(digits_run)
+    splits = HeldOutSplits(test=exported.heldout(), val=exported.calibration())
     settings = BuildConfig.model_validate({"tensorrt": {"timing_cache": str(tmp_path / "timing.cache")}})
     exp = export_and_verify(exported, splits, tmp_path / "export", settings)
     profiles = derive_profiles(exported.manifest.inputs, exported.manifest.preprocessing, settings)
