@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
-import re
 import signal
 import subprocess
 import time
