@@ -103,7 +103,7 @@ def _open(args, name: str | None = None):
 
 def _add_build_args(p: argparse.ArgumentParser) -> None:
     _add_source_args(p)
-    p.add_argument("--repository", type=Path, default=Path("model_repository"),
+    p.add_argument("--repository", type=_repository_arg, default=Path("model_repository"),
                    help="Triton model repository to publish into (default: model_repository)")
     p.add_argument("--name", help="model name in the repository (default: the manifest's model name)")
     _add_config(p)
@@ -119,6 +119,10 @@ def _request(args):
 
     spec = _source_spec(args)
     spec.kind()  # exactly one source, before anything else happens
+    if not isinstance(args.repository, Path):  # s3://: the gate and the publication below work on a directory
+        raise UserError(f"--repository {args.repository}: build works on a directory repository; for object storage "
+                        "build against a local copy (`aws s3 sync` or none for a first version) with --no-publish, then "
+                        f"`python -m builders publish --package BUILD_DIR/package --repository {args.repository}`")
     return BuildRequest(run_dir=args.run_dir, hf_dir=args.hf_dir, onnx=args.onnx_source, factory=args.factory,
                         weights=args.weights, signature=args.signature, task=args.task, heldout=args.heldout,
                         repository=args.repository, settings=_settings(args),

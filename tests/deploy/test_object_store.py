@@ -239,3 +239,10 @@ def test_credentials_that_may_read_but_not_write_are_one_line_and_change_nothing
                                             r"AWS_SECRET_ACCESS_KEY may not write .*\(AccessDenied\)$"):
             publish_package(Package.read(make_package(tmp_path / "p", 1.0)), url, reader)
         assert reader.models() == [] and reader.version_folders("answer") == []
+
+
+def test_build_names_the_two_steps_for_an_s3_repository(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "builders", "build", "--run-dir", str(tmp_path), "--repository",
+                           "s3://127.0.0.1:9/models/repo"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "--no-publish, then `python -m builders publish --package BUILD_DIR/package --repository s3://" in proc.stderr
