@@ -1,5 +1,5 @@
 """``python -m deploy render``: write the generated overlay files, render every overlay with ``kubectl kustomize``,
-validate the result and write it to ``deploy/kubernetes/rendered/<overlay>.yaml``.
+validate the result and write it to ``deploy/kubernetes/rendered/<overlay>.yaml`` (and ``rendered/pipeline.yaml``).
 
 Why the rendered manifests are committed: a reviewer sees what a settings or base change does to the objects the
 cluster receives, and ``--check`` (what the tests run) fails when a committed file differs from a fresh render, so
@@ -65,26 +65,25 @@ def stale(root: Path, files: dict[str, str]) -> list[str]:
 
 
 def render_all(settings: DeploySettings, root: Path, check: bool) -> tuple[list[str], int]:
-    """(files that differ, files considered). In check mode the sources are rendered from a scratch copy."""
-    sources = generated_files(settings)
-    if check:
-        import tempfile
+    """(files that differ, files considered). Everything is rendered and validated in a scratch copy first, so a
+    failure writes nothing; ``check`` only compares."""
+    import tempfile
 
-        with tempfile.TemporaryDirectory(prefix="k8s-render.") as scratch:
-            copy = Path(scratch) / "kubernetes"
-            shutil.copytree(root, copy, ignore=shutil.ignore_patterns("rendered"))
-            write_sources(copy, sources)
-            rendered = {f"rendered/{name}.yaml": rendered_text(settings, copy, name) for name in rendered_names(settings)}
-        everything = {**sources, **rendered}
+    sources = generated_files(settings)
+    with tempfile.TemporaryDirectory(prefix="k8s-render.") as scratch:
+        copy = Path(scratch) / "kubernetes"
+        shutil.copytree(root, copy, ignore=shutil.ignore_patterns("rendered"))
+        write_sources(copy, sources)
+        rendered = {f"rendered/{name}.yaml": rendered_text(settings, copy, name) for name in rendered_names(settings)}
+    everything = {**sources, **rendered}
+    if check:
         return stale(root, everything), len(everything)
-    changed = write_sources(root, sources)
-    rendered = {f"rendered/{name}.yaml": rendered_text(settings, root, name) for name in rendered_names(settings)}
-    changed += write_sources(root, rendered)
+    changed = write_sources(root, everything)
     for old in (root / "rendered").glob("*.yaml"):
         if f"rendered/{old.name}" not in rendered:  # an overlay removed from the settings
             old.unlink()
             changed.append(f"rendered/{old.name}")
-    return changed, len(sources) + len(rendered)
+    return changed, len(everything)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

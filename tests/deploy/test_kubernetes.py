@@ -227,3 +227,16 @@ def test_a_pytorchjob_with_a_broken_pod_template_is_refused():
     job["spec"]["pytorchReplicaSpecs"]["Worker"]["restartPolicy"] = "Sometimes"
     with pytest.raises(UserError, match="'Sometimes' is not one of"):
         validate_object(job, SETTINGS)
+
+
+def test_a_manifest_that_fails_validation_writes_nothing(tree: Path):
+    deployment = tree / "base" / "triton" / "deployment.yaml"
+    deployment.write_text(deployment.read_text().replace("revisionHistoryLimit: 3", "revisionHistoryLimit: 3\n"
+                                                         "  replicaz: 2"))
+    settings = tree / "settings.toml"
+    settings.write_text(settings.read_text().replace("max_replicas = 6", "max_replicas = 7"))
+    before = {p: p.read_bytes() for p in tree.rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match=r"overlay \S+: Deployment/triton: spec: Additional properties are not allowed "
+                                        r"\('replicaz' was unexpected\)"):
+        render.main(["--dir", str(tree), "--settings", str(settings)])
+    assert {p: p.read_bytes() for p in tree.rglob("*") if p.is_file()} == before
