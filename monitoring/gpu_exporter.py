@@ -178,9 +178,9 @@ def registry(collector: NvmlCollector | None = None) -> CollectorRegistry:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="0.0.0.0",
-                        help="address to listen on (default 0.0.0.0, like other exporters, so Prometheus in another "
-                             "container can scrape it; 127.0.0.1 keeps it local)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1, like every endpoint of the platform; the "
+                             "compose service passes 0.0.0.0 inside its container so Prometheus there can scrape it)")
     parser.add_argument("--port", type=int, default=9401, help="metrics port (default 9401)")
     parser.add_argument("--once", action="store_true",
                         help="print one scrape in the Prometheus text format and exit (no server)")

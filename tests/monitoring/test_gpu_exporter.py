@@ -40,6 +40,7 @@ def test_cpu_host_reports_no_gpu_instead_of_failing():
     try:
         banner = read_until(proc, "GPU exporter on", timeout=30)
         assert "(no GPU: NVML" in banner[-1]
+        assert f"http://127.0.0.1:{port}/metrics" in banner[-1]  # loopback unless --host says otherwise
         assert wait_http_ok(f"http://127.0.0.1:{port}/metrics", timeout=10)
         parsed = samples(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
         assert value(parsed, "gpu_exporter_gpus") == 0
