@@ -34,7 +34,7 @@ def test_invalid_values_are_rejected_with_the_field_name(argv, expected):
 
 
 def test_unknown_model_lists_the_known_ones():
-    with pytest.raises(UserError, match=r"unknown model 'resnet'; expected one of: digits, textclf"):
+    with pytest.raises(UserError, match=r"unknown model 'resnet'; expected one of: digits, hf_classifier, textclf"):
         parse("--model", "resnet", "--run-dir", "unused")
 
 
