@@ -303,3 +303,15 @@ def test_lora_under_two_process_torchrun_checkpoints_adapters_from_rank_0(tmp_pa
     assert all("lora_" in k or "classifier.modules_to_save" in k for k in payload["model"])
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["training"]["world_size"] == 2 and manifest["training"]["finetune"]["merge_parity"]["passed"]
+
+
+def test_benchmark_compares_lora_with_full_fine_tuning():
+    from benchmarks.finetune_throughput import compare
+
+    lora, full = compare(samples=16, batch_size=8, max_length=16, epochs=1, threads=1, device="cpu")
+    assert (lora["mode"], full["mode"]) == ("lora", "full")
+    assert lora["samples_per_second"] > 0 and full["samples_per_second"] > 0
+    assert lora["trainable_parameters"] < 0.01 * full["trainable_parameters"]
+    assert lora["checkpoint_bytes"] * 50 < full["checkpoint_bytes"]  # adapters + head + their Adam moments only
+    assert lora["adapter_bytes"] <= 0.05 * lora["exported_model_bytes"] and full["adapter_bytes"] is None
+    assert lora["peak_memory_bytes"] > 0 and full["peak_memory_bytes"] > 0
