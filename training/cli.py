@@ -26,6 +26,14 @@ outputs in RUN_DIR:
   tokenizer.json            text models only: the tokenizer the server must use
   metrics.jsonl             one JSON line per epoch; training_curves.png: loss, accuracy, lr per epoch
 
+fine-tuning a pretrained Hugging Face encoder (model hf_classifier; read from disk only):
+  python -m training --from-pretrained DIR --task classification --data train.jsonl [--val-data val.jsonl] \
+      [--lora --lora-rank 8 --lora-alpha 16 --lora-dropout 0.1 --lora-targets query,value] --run-dir runs/x
+  RUN_DIR/hf/ is the merged model (save_pretrained, adapters merged in: what the builders publish), RUN_DIR/adapter/
+  the LoRA adapter alone; manifest.json records merge parity and the adapter's size. LoRA checkpoints hold only the
+  adapters and the head. Models defined elsewhere: --spec FILE.py:CLASS or the entry-point group
+  inference_platform.models.
+
 distributed (PyTorch DDP; gloo on CPU, NCCL on GPU; --batch-size is the global batch):
   torchrun --nproc_per_node=2 -m training --model digits --run-dir runs/digits --seed 0 --epochs 10
   multi-node: the same command on every node, plus
