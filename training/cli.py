@@ -27,7 +27,7 @@ outputs in RUN_DIR:
   metrics.jsonl             one JSON line per epoch; training_curves.png: loss, accuracy, lr per epoch
 
 fine-tuning a pretrained Hugging Face encoder (model hf_classifier; read from disk only):
-  python -m training --from-pretrained DIR --task classification --data train.jsonl [--val-data val.jsonl] \
+  python -m training --from-pretrained DIR --task classification --data train.jsonl [--val-data val.jsonl] \\
       [--lora --lora-rank 8 --lora-alpha 16 --lora-dropout 0.1 --lora-targets query,value] --run-dir runs/x
   RUN_DIR/hf/ is the merged model (save_pretrained, adapters merged in: what the builders publish), RUN_DIR/adapter/
   the LoRA adapter alone; manifest.json records merge parity and the adapter's size. LoRA checkpoints hold only the
