@@ -33,7 +33,7 @@ class Requirement:
     why: str = ""
 
     def present(self) -> bool:
-        if any(shutil.which(command) is None for command in self.commands):
+        if any(_find(command) is None for command in self.commands):
             return False
         return self.library is None or _loader_finds(self.library)
 
@@ -44,11 +44,19 @@ LIBPYTHON = Requirement("the system libpython3.11", "libpython3.11", library="li
                         why="Triton's python-backend stub links it")
 COMPOSE = Requirement("docker-compose", "docker-compose", commands=("docker-compose",),
                       why="the tests validate docker-compose.yml with `docker-compose config`")
+NGINX = Requirement("nginx", "nginx-light", commands=("nginx",),
+                    why="the local multi-replica test balances Triton replicas through a real nginx")
 
 NEEDS: dict[str, tuple[Requirement, ...]] = {
     "demo": (LIBPYTHON, PROMETHEUS),
-    "test": (LIBPYTHON, PROMETHEUS, COMPOSE),
+    "test": (LIBPYTHON, PROMETHEUS, COMPOSE, NGINX),
 }
+
+
+def _find(command: str) -> str | None:
+    """On PATH, or in the sbin folders Debian installs daemons to (outside a non-root user's PATH)."""
+    return shutil.which(command) or next((p for p in (f"/usr/sbin/{command}", f"/sbin/{command}")
+                                          if os.access(p, os.X_OK)), None)
 
 
 def _loader_finds(library: str) -> bool:

@@ -18,4 +18,5 @@ COPY monitoring ./monitoring
 COPY benchmarks ./benchmarks
 COPY docker/prepare-models.sh ./docker/prepare-models.sh
 COPY demo ./demo
+COPY deploy ./deploy
 ENV PATH=/opt/venv/bin:$PATH

@@ -15,5 +15,6 @@ COPY builders ./builders
 COPY clients ./clients
 COPY monitoring ./monitoring
 COPY benchmarks ./benchmarks
+COPY deploy ./deploy
 COPY docker/prepare-models.sh ./docker/prepare-models.sh
 ENV PYTHONPATH=/app PYTHONUNBUFFERED=1
