@@ -44,10 +44,11 @@ def _label_name(value: Any) -> str | None:
 
 
 def parse_records(items: Sequence[Any], source: str, first_line: Sequence[int] | None = None) -> list[Record]:
-    """Records from decoded JSON objects; ``ValueError("SOURCE:LINE: what is wrong (expected ...)")`` otherwise."""
+    """Records from decoded JSON objects; ``ValueError("SOURCE:LINE: what is wrong (expected ...)")`` otherwise
+    (``"SOURCE N: ..."`` with the record's index when ``first_line`` is not given)."""
     out = []
     for i, item in enumerate(items):
-        where = f"{source}:{first_line[i] if first_line else i + 1}"
+        where = f"{source}:{first_line[i]}" if first_line else f"{source} {i}"
         if not isinstance(item, dict):
             raise ValueError(f"{where}: expected a JSON object {{\"text\": ..., \"label\": ...}}")
         text = item.get("text")

