@@ -3,22 +3,23 @@
 A family (``digits`` alone, or ``textclf`` with ``textclf_tokenizer``, ``textclf_labels`` and the ``textclf_text``
 ensemble) is published as version N by several renames, one per member, each followed by that member's model-level
 configurations. A kill between two of them used to leave a family split (a new tokenizer under an old ensemble), and
-nothing noticed. Now the **record** ``REPOSITORY/<primary>.family.json`` is the commit point, written atomically after
-every member's version N and configurations are in place::
+nothing noticed. Now each family has a **record**, ``REPOSITORY/<primary>.family.json``, a file at the repository root
+(Triton only reads folders there). A publication of version N first writes it with ``"pending": N`` beside the visible
+version, then puts every member's version N and configurations in place, and commits by rewriting it without
+``pending`` (one atomic write)::
 
     {"format_version": 1, "primary": "textclf", "members": ["textclf_tokenizer", ...], "version": 3}
 
-It is a file at the repository root (Triton only reads folders there). A family's visible version is the one its record
-names. Every version folder a publisher writes carries a ``publication`` stamp in its ``lineage.json`` (the version
-number and the SHA-256 of each of its files); a stamped version above the recorded one, or of a family with no record
-yet, is a leftover of an interrupted publication. :func:`reconcile` (run by every publish, rollback and retraction
-under the repository lock, and by ``python -m clients serve`` before Triton starts) removes such leftovers, restores
-the members' model-level configurations from the recorded version's snapshot, and deletes staging folders left by
-killed publishers (a hidden folder at the repository root makes Triton refuse to start). :func:`inspect` reports the
-same without changing anything (``python -m builders versions`` and ``lint``).
+A family's visible version is the one its record names. A member version above it is a leftover of an interrupted
+publication (or retraction). :func:`reconcile` (run by every publish, rollback and retraction under the repository
+lock, and by ``python -m clients serve`` before Triton starts) removes leftovers, restores those members' model-level
+configurations from the recorded version's snapshot, finishes the record, and deletes staging folders left by killed
+publishers (a hidden folder at the repository root makes Triton refuse to start). :func:`inspect` reports the same
+without changing anything (``python -m builders versions`` and ``lint``).
 
-Versions published before records existed carry no stamp and are never removed; their family gets a record at its next
-publication.
+Model folders no record names (published before records existed, or copied from another repository) are never touched.
+Every version folder a publisher writes also carries a ``publication`` stamp in its ``lineage.json``: its number and the
+SHA-256 of each of its files, which rollback and lint verify.
 """
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def read_record(repository: Path, primary: str) -> dict | None:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data.get("members"), list) or not isinstance(data.get("version"), int):
+        if not isinstance(data.get("members"), list) or not isinstance(data.get("version"), (int, type(None))):
             raise ValueError("expected members (a list) and version (an integer)")
         return data
     except ValueError as exc:
@@ -71,16 +72,19 @@ def read_record(repository: Path, primary: str) -> dict | None:
                         "delete it to let the next publish re-create it") from None
 
 
-def write_record(repository: Path, primary: str, members, version: int | None) -> None:
-    """Commit (or, with ``version`` None, forget) the family's visible version in one atomic write."""
+def write_record(repository: Path, primary: str, members, version: int | None, pending: int | None = None) -> None:
+    """The family's visible ``version`` (and a publication of ``pending`` in progress) in one atomic write; with neither
+    the record is removed (a family that never completed a publication)."""
     path = record_path(repository, primary)
-    if version is None:
+    if version is None and pending is None:
         if path.exists():
             path.unlink()
             fsync_dir(path.parent)
         return
-    atomic_write_text(path, json.dumps({"format_version": 1, "primary": primary, "members": list(members),
-                                        "version": version}, indent=2) + "\n")
+    data = {"format_version": 1, "primary": primary, "members": list(members), "version": version}
+    if pending is not None:
+        data["pending"] = pending
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 # -- what is on disk ---------------------------------------------------------------------------------------------------
@@ -123,16 +127,17 @@ def stale_folders(repository: Path) -> list[Path]:
 class FamilyState:
     primary: str
     members: list[str]
-    version: int | None  # the recorded (visible) version; None: no record yet
+    version: int | None  # the recorded (visible) version; None: the first publication has not completed
+    pending: int | None = None  # a publication (or retraction) of this version did not finish
     leftovers: dict[str, list[int]] = field(default_factory=dict)  # member -> versions of an interrupted publication
     missing: list[str] = field(default_factory=list)  # members without the recorded version (cannot be repaired)
 
     @property
     def split(self) -> bool:
-        return bool(self.leftovers or self.missing)
+        return bool(self.leftovers or self.missing or self.pending is not None)
 
     def describe(self) -> str:
-        parts = []
+        parts = [f"the publication of version {self.pending} did not finish"] if self.pending is not None else []
         if self.leftovers:
             parts.append("versions not published (an interrupted publication): " + ", ".join(
                 f"{m} v{','.join(map(str, v))}" for m, v in sorted(self.leftovers.items())))
@@ -154,34 +159,23 @@ def inspect(repository: str | Path) -> list[FamilyState]:
     repository = Path(repository)
     if not repository.is_dir():
         return []
-    families: dict[str, FamilyState] = {}
+    families = []
     for path in sorted(repository.glob(f"*{RECORD_SUFFIX}")):
         primary = path.name[:-len(RECORD_SUFFIX)]
         record = read_record(repository, primary)
-        families[primary] = FamilyState(primary, list(record["members"]), record["version"])
-    model_dirs = [p for p in sorted(repository.iterdir()) if p.is_dir() and not p.name.startswith(".")]
-    for model_dir in model_dirs:
-        for number in _versions(model_dir):
-            primary = _stamped_family(model_dir / str(number))
-            if primary is None:
-                continue
-            state = families.setdefault(primary, FamilyState(primary, [], None))
-            if model_dir.name not in state.members:
-                state.members.append(model_dir.name)
-            if state.version is None or number > state.version:
-                state.leftovers.setdefault(model_dir.name, []).append(number)
-    for state in families.values():
-        if state.version is None:
-            continue
+        state = FamilyState(primary, list(record["members"]), record["version"], record.get("pending"))
         for member in state.members:
-            model_dir = repository / member
-            found = _versions(model_dir)
-            above = [n for n in found if n > state.version]
+            found = _versions(repository / member)
+            if state.version is None:  # only what this family's publisher wrote
+                above = [n for n in found if _stamped_family(repository / member / str(n)) == primary]
+            else:
+                above = [n for n in found if n > state.version]
+                if state.version not in found:
+                    state.missing.append(member)
             if above:
-                state.leftovers[member] = sorted(set(state.leftovers.get(member, []) + above))
-            if state.version not in found:
-                state.missing.append(member)
-    return sorted(families.values(), key=lambda s: s.primary)
+                state.leftovers[member] = above
+        families.append(state)
+    return families
 
 
 def split_families(repository: str | Path) -> list[FamilyState]:
@@ -221,6 +215,7 @@ def reconcile(repository: str | Path) -> list[str]:
                     remove_out_of_sight(model_dir / str(number))
             if not _versions(model_dir) and model_dir.is_dir():
                 remove_out_of_sight(model_dir)  # a first publication that never completed
+        write_record(repository, state.primary, state.members, state.version)  # finished: no pending, or no record
         done.append(state.describe().replace(" is split: ", " was split: ")
                     + f"; restored to {'version ' + str(state.version) if state.version else 'nothing published'}")
     return done

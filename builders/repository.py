@@ -44,7 +44,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.config import read_mapping, validate
 from common.errors import UserError
-from common.files import atomic_copy, atomic_write_json, atomic_write_text, fsync_dir, publish_dir, staging_dir
+from common.files import (atomic_copy, atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir,
+                          publish_dir, staging_dir)
 from builders.publication import crash_point
 
 PACKAGE_FILE = "package.json"
@@ -289,7 +290,7 @@ def publish_package(package: Package, repository: str | Path, plan_check: bool =
 
     With ``plan_check`` a TensorRT plan that this host could not load is refused before anything is written.
     """
-    from builders.publication import reconcile, write_record
+    from builders.publication import read_record, reconcile, record_path, write_record
 
     repository = Path(repository)
     ensure_writable(repository, "publish")
@@ -300,6 +301,12 @@ def publish_package(package: Package, repository: str | Path, plan_check: bool =
             print(line, flush=True)
         number = next_version(repository, package.members)
         previous = serving_version(repository / package.primary)
+        record = record_path(repository, package.primary)
+        before = record.read_bytes() if record.is_file() else None
+        visible = (read_record(repository, package.primary) or {}).get("version") if before else _complete_version(
+            repository, package.members)  # a family published before records existed: its highest whole version
+        write_record(repository, package.primary, package.members, visible, pending=number)
+        crash_point(f"record of {package.primary}: v{number} pending")
         done: list[str] = []
         try:
             for member in package.members:
@@ -310,8 +317,18 @@ def publish_package(package: Package, repository: str | Path, plan_check: bool =
             crash_point(f"record of {package.primary} says v{number}")
         except BaseException:
             _undo(repository, done, number)  # a family is published whole or not at all
+            if before is None:
+                record.unlink(missing_ok=True)
+            else:
+                atomic_write_bytes(record, before)
             raise
     return Published(number, previous)
+
+
+def _complete_version(repository: Path, members) -> int | None:
+    """The highest version every member has (None when they share none)."""
+    common = set.intersection(*(set(versions(repository / m)) for m in members)) if members else set()
+    return max(common, default=None)
 
 
 def prune_package(package: Package, repository: str | Path, keep: int) -> dict[str, list[int]]:
@@ -380,8 +397,12 @@ def retract(repository: Path, package: Package, number: int, graveyard: Path) ->
         if record is not None and record["version"] == number:
             kept = [set(versions(repository / m)) - {number} for m in package.members]
             previous = max(set.intersection(*kept), default=None) if kept else None
-            write_record(repository, package.primary, package.members, previous)  # uncommit first, then remove
-        _undo(repository, list(package.members), number, graveyard)
+            # uncommit first (a kill from here on is finished by reconcile), then remove, then finish the record
+            write_record(repository, package.primary, package.members, previous, pending=number)
+            _undo(repository, list(package.members), number, graveyard)
+            write_record(repository, package.primary, package.members, previous)
+        else:
+            _undo(repository, list(package.members), number, graveyard)
 
 
 def _restore_configs(snapshot: Path, model_dir: Path) -> None:

@@ -69,7 +69,7 @@ def _kill_at_every_point(package: Path, repository: Path, tmp_path: Path) -> dic
         split = [s for s in inspect(repository) if s.split]
         for state in split:  # readers see the split; the visible version is the recorded one, every member has it
             assert not state.missing, state.describe()
-            if not seen["split_reported"]:
+            if not seen["split_reported"] and state.leftovers and state.version is not None:
                 member = next(iter(state.leftovers))
                 listed = _cli("versions", "--repository", str(repository), "--model", member)
                 assert listed.returncode == UserError.exit_code and "is split" in listed.stderr, listed.stderr
@@ -96,7 +96,8 @@ def test_kill_9_at_every_point_of_publish_leaves_every_family_at_one_version(lea
     assert versions(repository / "digits") == [1], "another family is never touched"
 
 
-def test_kill_9_during_a_first_publication_leaves_nothing_triton_reads_and_triton_starts(lean_repository, tmp_path):
+def test_kill_9_during_a_first_publication_leaves_nothing_triton_reads_and_triton_starts(lean_repository, tmp_path,
+                                                                                         capsys):
     from clients.serve import ServerConfig, TritonServer
     from common.net import free_port
 
@@ -120,8 +121,12 @@ def test_kill_9_during_a_first_publication_leaves_nothing_triton_reads_and_trito
     assert stale_folders(repository) and (repository / "textclf_tokenizer").is_dir()
     config = ServerConfig(repository=repository, http_port=free_port(), grpc_port=free_port(),
                           metrics_port=free_port(), log_file=tmp_path / "server.log", exit_timeout_s=1)
+    capsys.readouterr()
     with TritonServer(config) as server:
         assert server.models == ["digits"], "the unpublished family is gone, not half served"
+    said = capsys.readouterr().out
+    assert "repository: removed stale staging folder" in said and "family 'textclf' (no published version yet) was " \
+        "split" in said, said
     assert_whole(repository)
 
 
