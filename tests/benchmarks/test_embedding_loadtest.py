@@ -52,3 +52,19 @@ def test_embedding_answers_are_checked_by_the_locust_user(served, tmp_path, prot
     bad = run("embed_unnormalised")
     assert bad["result"]["requests"] > 0 and bad["result"]["errors"] == bad["result"]["requests"]
     assert "embedding norm 2.0000..2.0000, expected 1" in bad["result"]["error_kinds"][0]["error"]
+
+
+def test_embedding_payloads_are_the_benchmark_sentences_as_text_or_minilm_tokens():
+    from benchmarks.payloads import InputSpec, make_payloads
+    from benchmarks.sentences import benchmark_sentences, token_counts
+
+    sentences = benchmark_sentences(6)
+    texts = make_payloads("minilm_text", [InputSpec("text", "BYTES", (1,))], 6)
+    assert [p["text"].shape for p in texts] == [(1, 1)] * 6
+    assert [p["text"][0, 0].decode() for p in texts] == sentences
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    tokens = make_payloads("minilm", [InputSpec(n, "INT64", (-1,)) for n in names], 6)
+    for payload, count in zip(tokens, token_counts(sentences)):
+        assert set(payload) == set(names) and payload["input_ids"].dtype == np.int64
+        assert payload["input_ids"].shape == payload["attention_mask"].shape == (1, count)
+        assert payload["attention_mask"].sum() == count and payload["input_ids"][0, 0] == 101  # [CLS]
