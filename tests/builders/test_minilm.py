@@ -150,8 +150,8 @@ def test_served_vectors_equal_sentence_transformers_over_http_and_grpc(minilm_se
     sizes so the dynamic batcher merges requests of different lengths (ragged) on the encoder."""
     from demo.embedding_data import messages, paraphrase
 
-    texts = messages(160)
-    texts += [paraphrase(t) for t in texts[:64]] + [" ".join(texts[i:i + 6]) for i in range(0, 192, 6)]
+    short = messages(160)
+    texts = short + [paraphrase(t) for t in short[:64]] + [" ".join(short[i:i + 5]) for i in range(0, 160, 5)]
     assert len(texts) >= 256
     expected = _reference(texts)
     sizes = [1, 3, 8, 2, 16, 5, 1, 32, 4, 7]
