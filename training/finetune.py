@@ -6,6 +6,7 @@ Written on every new best and at the end of a run (the trainer calls :func:`expo
                        model.safetensors) + the base model's tokenizer files: what the builders publish
     RUN_DIR/adapter/   LoRA runs only: the adapters and the head alone (peft's adapter_model.safetensors +
                        adapter_config.json), a few hundred kB next to the full model's tens of MB
+    RUN_DIR/heldout.jsonl  the test split's records ({"text", "label"} lines): labelled held-out data for the gate
     RUN_DIR/manifest.json  written last by training.export: model = the run's name, arch = {"source": "hf",
                        "path": "hf", "task": "classification"}, metrics, merge parity, adapter size
 
@@ -18,6 +19,7 @@ previous version is moved aside first and restored at the next export if a crash
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 from pathlib import Path
@@ -27,13 +29,14 @@ import torch
 from torch import nn
 
 from common.errors import UserError
-from common.files import atomic_copy, publish_dir, sha256_file, staging_dir
+from common.files import atomic_copy, atomic_write_text, publish_dir, sha256_bytes, sha256_file, staging_dir
 from common.manifest import FileRef
 from training.batches import collate_indices
 from training.models.base import ExportFiles, ModelSpec, Splits
 
 HF_DIR = "hf"
 ADAPTER_DIR = "adapter"
+HELDOUT_NAME = "heldout.jsonl"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "merges.txt",
                    "vocab.json", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json")
 PARITY_SAMPLES = 64
@@ -110,6 +113,18 @@ def _copy_tokenizer(base: Path, target: Path) -> list[str]:
     return copied
 
 
+def _write_heldout(run_dir: Path, records: list) -> dict[str, Any] | None:
+    """The test split as ``{"text", "label"}`` lines: held-out data the builders can gate accuracy on."""
+    if not records:
+        return None
+    text = "".join(json.dumps({"text": r.text, "label": r.label}) + "\n" for r in records)
+    path = run_dir / HELDOUT_NAME
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        atomic_write_text(path, text)
+    return {"file": HELDOUT_NAME, "sha256": sha256_bytes(text.encode("utf-8")), "records": len(records),
+            "split": "test"}
+
+
 def export_hf(run_dir: Path, arch: Any, module: nn.Module, splits: Splits, spec: ModelSpec) -> ExportFiles:
     """Merge (LoRA), check parity, write ``hf/`` (and ``adapter/``); the manifest fields that describe them."""
     wrapped = module.model  # the SequenceClassifier's transformers (or peft) model
@@ -171,6 +186,7 @@ def export_hf(run_dir: Path, arch: Any, module: nn.Module, splits: Splits, spec:
         metrics["merge_parity_argmax_agreement"] = parity["argmax_agreement"]
     if adapter:
         metrics["adapter_size_ratio"] = adapter["ratio"]
+    finetune["heldout"] = _write_heldout(run_dir, getattr(spec, "heldout", []))
     tokenizer = run_dir / HF_DIR / "tokenizer.json"
     return ExportFiles(
         weights=FileRef(file=f"{HF_DIR}/model.safetensors", sha256=sha256_file(weights)),

@@ -96,6 +96,9 @@ def test_lora_run_hands_a_merged_hf_directory_and_a_small_adapter_to_the_builder
     merged = load_file(str(lora_run / "hf" / "model.safetensors"))
     assert not [k for k in merged if "lora" in k or "modules_to_save" in k or "base_model" in k]
     assert not list(lora_run.glob(".hf*")) and not list(lora_run.glob(".adapter*"))  # no staging left behind
+    heldout = [json.loads(line) for line in (lora_run / "heldout.jsonl").read_text().splitlines()]
+    assert finetune["heldout"]["records"] == len(heldout) == 8  # the held-out split, labelled, for the builders' gate
+    assert {r["label"] for r in heldout} <= set(manifest["labels"]) and all(r["text"] for r in heldout)
 
     # LoRA checkpoints hold the adapters and the head, optimizer, schedule, scaler and generators; never the base
     payload = final_checkpoint(lora_run)

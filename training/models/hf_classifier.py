@@ -163,6 +163,7 @@ class HFClassifier(ModelSpec):
     def __init__(self):
         self.labels: list[str] | None = None  # set by load_data: the head's size comes from the data
         self.pad_id = 0  # the base model's pad_token_id, also set by load_data
+        self.heldout: list = []  # the test split's records, exported as RUN_DIR/heldout.jsonl for the builders' gate
 
     # ---- data ------------------------------------------------------------------------------------------------
     def load_data(self, data: FinetuneData, arch: FinetuneArch) -> Splits:
@@ -191,7 +192,7 @@ class HFClassifier(ModelSpec):
         version = hash_strings(["hf-jsonl-v1", *labels, *(f"{split}\t{r.label}\t{r.text}" for split, records in
                                 (("train", train_records), ("val", val_records), ("test", test_records))
                                 for r in records)])
-        self.labels = labels
+        self.labels, self.heldout = labels, list(test_records)
         self.pad_id = int(config.get("pad_token_id") or 0)
         return Splits(train, val, test, labels, version, {"base_model_sha256": base_fingerprint(arch.pretrained)})
 
