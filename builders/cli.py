@@ -365,6 +365,9 @@ def cmd_rollback(args) -> int:
 def cmd_watch(args) -> int:
     from builders.watch import watch
 
+    if _source_spec(args).kind() != "run_dir":
+        raise UserError("watch follows a training run's manifest.json: give --run-dir (other sources are built once "
+                        "with `python -m builders build`)")
     watch(_request(args), args.interval, args.max_builds)
     return 0
 

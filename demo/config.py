@@ -59,7 +59,7 @@ class DemoConfig(BaseModel):
     client_metrics_port: int = Field(9646, ge=1, le=65535)
     queries: int = Field(8, ge=1, le=64, description="held-out examples queried over each protocol")
     load: LoadStep = LoadStep()
-    embedding: EmbeddingStep | None = Field(default_factory=EmbeddingStep,
-                                            description="the MiniLM embedding model (omit the table to skip it)")
+    embedding: EmbeddingStep | None = Field(None, description="the MiniLM embedding model ([embedding] in "
+                                                              "demo.toml; without the table it is skipped)")
     work_dir: Path = Field(Path(".demo"), description="server and Prometheus logs")
     results_dir: Path = Field(Path("benchmarks/results"), description="load test results, panels and the report")

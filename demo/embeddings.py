@@ -35,7 +35,8 @@ def build_command(config: DemoConfig) -> list[str]:
     step = config.embedding
     heldout = write_pairs(ROOT / config.work_dir / f"{step.name}-heldout-pairs.jsonl", step.heldout_pairs)
     return ["python", "-m", "builders", "build", "--hf-dir", str(model_dir()), "--task", "embedding", "--name",
-            step.name, "--repository", str(config.repository), "--heldout", str(heldout.relative_to(ROOT))]
+            step.name, "--repository", str(config.repository), "--heldout",
+            str(heldout.relative_to(ROOT)) if heldout.is_relative_to(ROOT) else str(heldout)]
 
 
 def _embed(url: str, protocol: str, model: str, texts: list[str], chunk: int = 16) -> np.ndarray:
