@@ -104,12 +104,26 @@ def merge_parity(unmerged: nn.Module, merged: nn.Module, splits: Splits, spec: M
             "atol": PARITY_ATOL, "passed": worst <= PARITY_ATOL}
 
 
-def _copy_tokenizer(base: Path, target: Path) -> list[str]:
+def _copy_tokenizer(base: Path, target: Path, max_length: int) -> list[str]:
+    """The base model's tokenizer files, saying the length the model was fine-tuned at: ``model_max_length`` in
+    ``tokenizer_config.json`` and the truncation of ``tokenizer.json``, so that whoever serves the folder truncates
+    texts exactly as training did."""
+    from tokenizers import Tokenizer
+
     copied = []
     for name in TOKENIZER_FILES:
         if (base / name).is_file():
             atomic_copy(base / name, target / name)
             copied.append(name)
+    tokenizer = Tokenizer.from_file(str(target / "tokenizer.json"))
+    truncation = tokenizer.truncation or {}
+    tokenizer.enable_truncation(max_length=max_length, stride=truncation.get("stride", 0),
+                                strategy=truncation.get("strategy", "longest_first"),
+                                direction=truncation.get("direction", "right"))
+    atomic_write_text(target / "tokenizer.json", tokenizer.to_str())
+    config_path = target / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    atomic_write_text(config_path, json.dumps({**config, "model_max_length": max_length}, indent=2) + "\n")
     return copied
 
 
@@ -151,7 +165,7 @@ def export_hf(run_dir: Path, arch: Any, module: nn.Module, splits: Splits, spec:
 
         def write_hf(staging: Path) -> None:
             merged.save_pretrained(str(staging), safe_serialization=True)
-            _copy_tokenizer(base, staging)
+            _copy_tokenizer(base, staging, arch.max_length)
             _readable(staging)
 
         replace_dir(run_dir / HF_DIR, write_hf)

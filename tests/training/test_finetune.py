@@ -90,6 +90,9 @@ def test_lora_run_hands_a_merged_hf_directory_and_a_small_adapter_to_the_builder
     assert adapter["full_model_bytes"] == (lora_run / "hf" / "model.safetensors").stat().st_size
     assert adapter["ratio"] <= 0.05  # the bound; r=8 on query/value plus the head is ~0.3 %
 
+    # the folder says the length it was fine-tuned at, so a server truncates as training did
+    assert json.loads((lora_run / "hf" / "tokenizer_config.json").read_text())["model_max_length"] == 32
+    assert json.loads((lora_run / "hf" / "tokenizer.json").read_text())["truncation"]["max_length"] == 32
     config = json.loads((lora_run / "hf" / "config.json").read_text())
     assert config["architectures"] == ["BertForSequenceClassification"]
     assert config["id2label"] == {str(i): name for i, name in enumerate(manifest["labels"])}
