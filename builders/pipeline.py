@@ -463,7 +463,7 @@ def roll_out(url: str, package: Package, repository: Path, version: int, setting
     from builders.rollout import load_published, resync
 
     try:
-        load_published(url, package.members, package.primary, version, settings.publish.load_timeout_s)
+        load_published(url, package.members, package.primary, version, settings.publish.load_timeout_s, repository)
     except UserError as exc:
         retract(repository, package, version, build_dir / "retracted")
         resync(url, package.members, settings.publish.load_timeout_s)
