@@ -38,8 +38,11 @@ def _lock(repository: Path) -> int | None:
             time.sleep(0.2)
 
 
-def prepare_repository(repository: str | Path, say=print) -> None:
-    """Repair what interrupted publications left, or raise :class:`UserError` naming what Triton would refuse."""
+def prepare_repository(repository: str | Path, say=print, every_folder: bool = True) -> None:
+    """Repair what interrupted publications left, or raise :class:`UserError` naming what Triton would refuse.
+
+    ``every_folder``: Triton will read every folder of the repository (modes none and poll, or explicit loading all);
+    with named models only, another hidden folder is none of its business."""
     from builders.publication import reconcile, split_families, stale_folders
 
     repository = Path(repository)
@@ -58,7 +61,7 @@ def prepare_repository(repository: str | Path, say=print) -> None:
                 say(f"repository: {line}", flush=True)
         finally:
             os.close(fd)
-    others = hidden_folders(repository)
+    others = hidden_folders(repository) if every_folder else []
     if others:
         raise UserError(f"model repository {repository} holds {', '.join(p.name for p in others)}: Triton reads every "
                         "folder there as a model (hidden ones too) and would refuse to start; move "

@@ -172,7 +172,7 @@ class TritonServer:
         if not cfg.repository.is_dir():
             raise UserError(f"model repository {cfg.repository} does not exist (expected a directory of model folders; "
                             "build one with `python -m builders build`)")
-        prepare_repository(cfg.repository)  # stale staging, split families, hidden folders Triton would refuse
+        prepare_repository(cfg.repository, every_folder=not (cfg.model_control == "explicit" and cfg.load_models))
         models = self.model_dirs()
         if not models:
             raise UserError(f"model repository {cfg.repository} holds no model folders (expected <model>/config.pbtxt "

@@ -141,6 +141,10 @@ def test_launcher_names_a_stray_folder_and_triton_failure_reasons_are_one_line(l
                           metrics_port=free_port(), log_file=tmp_path / "server.log", exit_timeout_s=1)
     with pytest.raises(UserError, match=r"holds \.digits\.tmp: Triton reads every folder there as a model"):
         TritonServer(config).start()
+    # loading named models only, Triton never reads the other folders: no reason to refuse
+    named = config.model_copy(update={"model_control": "explicit", "load_models": ["digits"]})
+    with TritonServer(named) as server:
+        assert "digits" in server.models
     # what Triton itself says for it, and for a python model that cannot start (a stack follows its message)
     log = ('E1129 23:32:53.618480 13846 server.cc:241] "CudaDriverHelper has not been initialized."\n'
            "E1129 23:32:53.619493 13846 model_repository_manager.cc:1460] \"Poll failed for model directory "
