@@ -289,6 +289,10 @@ def _load(request: BuildRequest, settings: BuildConfig):
     fails here)."""
     source = open_source(request.source(), request.name)
     heldout = source.heldout()
+    if heldout.kind == "generated" and heldout.size != settings.parity.generated_samples:
+        from builders.sources.base import generated_heldout
+
+        heldout = generated_heldout(source.signature, settings.parity.generated_samples)
     view = source.serving_view()
     profiles = derive_profiles(view.inputs, view.preprocessing, settings)
     return source, heldout, profiles

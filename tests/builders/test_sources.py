@@ -378,3 +378,13 @@ def test_int8_of_a_generic_model_is_refused_outside_its_tolerance_and_accepted_w
     strict = build_int8(source, heldout, exp.onnx.path, tmp_path / "b.int8.onnx",
                         QuantizeConfig(latency_iterations=2, tolerance={"atol": 1e-7, "rtol": 0.0}), 16)
     assert not strict.accepted and "outside atol" in strict.reason and strict.reason.endswith("not published")
+
+
+def test_the_number_of_generated_inputs_is_a_setting(tmp_path):
+    from builders.pipeline import BuildRequest, _load
+    from builders.settings import BuildConfig
+
+    factory, weights, signature = byom.factory_regressor(tmp_path)
+    settings = BuildConfig.model_validate({"parity": {"generated_samples": 10}})
+    source, heldout, profiles = _load(BuildRequest(factory=factory, weights=weights, signature=signature), settings)
+    assert heldout.kind == "generated" and heldout.size == 10 and profiles[0].inputs["features"].max == (64, 6)
