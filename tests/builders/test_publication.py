@@ -167,12 +167,6 @@ def test_launcher_names_a_stray_folder_and_triton_failure_reasons_are_one_line(l
     assert "\n" not in message and "\\n" not in message and "At:" not in message and "CudaDriverHelper" not in message
 
 
-def _corrupt_rollback(repository: Path, tmp_path: Path, damage) -> subprocess.CompletedProcess:
-    damage(repository)
-    return _cli("rollback", "--repository", str(repository), "--model", "textclf", "--version", "1",
-                "--work-dir", str(tmp_path / "work"))
-
-
 def test_rollback_verifies_kept_versions_and_lint_checks_every_kept_version(lean_repository, tmp_path):
     from tests.builders.conftest import tree_state
 
@@ -189,7 +183,6 @@ def test_rollback_verifies_kept_versions_and_lint_checks_every_kept_version(lean
     }
     for name, (damage, message) in cases.items():
         repository = copy_repository(base, tmp_path / name.replace(" ", "-"))
-        before = None
         damage(repository)
         before = tree_state(repository)
         result = _cli("rollback", "--repository", str(repository), "--model", "textclf", "--version", "1",
