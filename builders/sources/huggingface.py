@@ -236,11 +236,12 @@ class HuggingFaceSource(ModelSource):
         set_offline()
         import transformers
 
+        transformers.utils.logging.disable_progress_bar()  # the build prints its own progress lines
         Embedder, Classifier = _torch_modules()
         loader = transformers.AutoModel if self._task == "embedding" else transformers.AutoModelForSequenceClassification
         config_file = self.root / "config.json"
         try:
-            model = loader.from_pretrained(str(self.root), local_files_only=True, torch_dtype=torch.float32)
+            model = loader.from_pretrained(str(self.root), local_files_only=True, dtype=torch.float32)
         except (ValueError, KeyError, OSError, ImportError, AttributeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"{config_file}: transformers {transformers.__version__} cannot load this model offline "
