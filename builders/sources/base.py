@@ -54,6 +54,7 @@ class Preprocessing(BaseModel):
     pad_id: int = Field(0, description="token id used to right-pad input_ids")
     pad_values: dict[str, int] = Field(default_factory=dict,
                                        description="pad value per input when it is not pad_id (attention_mask: 0)")
+    vocab_size: int | None = Field(None, ge=1, description="token ids the model accepts: [0, vocab_size)")
 
     def hints(self) -> dict[str, Any]:
         """The serving hints as the configuration generators read them (the manifest's ``preprocessing``)."""
@@ -62,6 +63,8 @@ class Preprocessing(BaseModel):
             out["max_length"] = self.max_length
         if self.pad_values:
             out["pad_values"] = dict(self.pad_values)
+        if self.vocab_size is not None:
+            out["vocab_size"] = self.vocab_size
         return out
 
 
@@ -291,8 +294,9 @@ def generated_inputs(signature: Signature, batch: int, seed: int, length: int = 
         elif spec.name == "token_type_ids":
             array = np.zeros(shape, dtype=spec.dtype)
         else:
-            array = rng.integers(1000 if spec.name == "input_ids" else 0,
-                                 2000 if spec.name == "input_ids" else 2, size=shape).astype(spec.dtype)
+            vocab = signature.preprocessing.vocab_size or 2000
+            low, high = (min(1000, max(1, vocab // 4)), min(2000, vocab)) if spec.name == "input_ids" else (0, 2)
+            array = rng.integers(low, high, size=shape).astype(spec.dtype)
             if spec.name == "input_ids" and len(shape) == 2:
                 for k, n in enumerate(valid):
                     array[k, n:] = signature.preprocessing.pad_id

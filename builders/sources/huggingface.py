@@ -175,8 +175,10 @@ class HuggingFaceSource(ModelSource):
         if token_types:
             inputs.append(TensorSpec(name="token_type_ids", dtype="int64", shape=("batch", "sequence")))
         pad_id = int(self.config.get("pad_token_id") or 0)
+        vocab = self.config.get("vocab_size")
         preprocessing = Preprocessing(tokenizer_file=root / "tokenizer.json", max_length=max_length, pad_id=pad_id,
-                                      pad_values={"attention_mask": 0, "token_type_ids": 0})
+                                      pad_values={"attention_mask": 0, "token_type_ids": 0},
+                                      vocab_size=vocab if isinstance(vocab, int) and vocab > 0 else None)
         hidden = self.config.get("hidden_size") or self.config.get("dim") or self.config.get("d_model")
         if task == "embedding":
             if not hidden:

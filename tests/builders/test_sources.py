@@ -388,3 +388,10 @@ def test_the_number_of_generated_inputs_is_a_setting(tmp_path):
     settings = BuildConfig.model_validate({"parity": {"generated_samples": 10}})
     source, heldout, profiles = _load(BuildRequest(factory=factory, weights=weights, signature=signature), settings)
     assert heldout.kind == "generated" and heldout.size == 10 and profiles[0].inputs["features"].max == (64, 6)
+
+
+def test_generated_token_ids_stay_inside_the_declared_vocabulary():
+    signature = _text_signature("embedding")
+    signature.preprocessing.vocab_size = 40
+    [batch] = list(generated_heldout(signature, samples=16).batches(16))
+    assert batch.inputs[0].max() < 40 and batch.inputs[0].min() >= 0
