@@ -217,7 +217,7 @@ def _computed_by(repository, version: str, text: str):
     return probabilities, labels[int(probabilities.argmax())].encode()
 
 
-def test_every_answer_comes_from_the_version_it_reports_during_a_rollout_and_after_a_kill(live, tmp_path):
+def test_every_answer_comes_from_the_version_it_reports_through_rollouts_a_kill_and_a_rollback(live, tmp_path):
     import os
     import subprocess
     import sys
@@ -228,7 +228,7 @@ def test_every_answer_comes_from_the_version_it_reports_during_a_rollout_and_aft
     server, repository, root = live
     settings = small_settings(root / "builds", quantize={"enabled": False})
     serving = versions(repository / "textclf_text")[-1]
-    load = TextLoad(server.http_url, 40.0).start()
+    load = TextLoad(server.http_url, 50.0).start()
     time.sleep(2.0)
     package = _distinguishable_package(repository, serving, tmp_path)
     published = publish_package(package, repository)
@@ -248,13 +248,22 @@ def test_every_answer_comes_from_the_version_it_reports_during_a_rollout_and_aft
     behind = publish_package(package, repository)
     assert behind.version == published.version + 2
     roll_out(server.http_url, package, repository, behind.version, settings, tmp_path / "rollout-behind")
+    # and a rollback to the first version, loaded live, as a user runs it
+    result = subprocess.run([sys.executable, "-m", "builders", "rollback", "--repository", str(repository), "--model",
+                             "textclf", "--version", str(serving), "--triton-url", server.http_url, "--keep", "10",
+                             "--work-dir", str(tmp_path / "work")],
+                            cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rolled_back = behind.version + 1
     load.join()
     assert load.failures == [], f"{len(load.failures)} failed requests, e.g. {load.failures[:3]}"
     reported = sorted({v for v, _, _ in load.answers})
-    assert reported == sorted([str(serving), str(published.version), str(behind.version)]), reported
+    assert reported == sorted([str(serving), str(published.version), str(behind.version), str(rolled_back)]), reported
     expected = {v: _computed_by(repository, v, TextLoad.TEXT) for v in reported}
     wrong = [(v, label, probabilities) for v, label, probabilities in load.answers
              if label != expected[v][1] or not np.allclose(probabilities, expected[v][0], atol=1e-4)]
+    print(f"{len(load.answers)} answers, per reported version "
+          f"{ {v: sum(a[0] == v for a in load.answers) for v in reported} }, {len(wrong)} computed by another version")
     assert not wrong, (f"{len(wrong)} of {len(load.answers)} answers were not computed by the version they report, "
                        f"e.g. {wrong[:2]}; expected {expected}")
     assert expected[str(serving)][1] != expected[str(published.version)][1] or not np.allclose(
@@ -262,8 +271,9 @@ def test_every_answer_comes_from_the_version_it_reports_during_a_rollout_and_aft
     # after the kill the live server still served the family it had, whole (answers reported published.version,
     # computed by it, as checked above), until the next rollout switched it as a whole
     assert killed_at < time.monotonic()
-    assert _served_versions(server.http_url, "textclf_text") == [str(behind.version)]
-    for member in ("textclf_tokenizer", "textclf_labels", "textclf"):  # the version nothing needs is unloaded again
-        assert sorted(_served_versions(server.http_url, member), key=int) == [str(behind.version - 1),
-                                                                             str(behind.version)], member
-    assert read_record(repository, "textclf")["version"] == behind.version
+    assert _served_versions(server.http_url, "textclf_text") == [str(rolled_back)]
+    for member in ("textclf_tokenizer", "textclf_labels", "textclf"):  # the running ensemble's and the previous one
+        assert sorted(_served_versions(server.http_url, member), key=int) == [str(behind.version),
+                                                                             str(rolled_back)], member
+    assert read_record(repository, "textclf")["version"] == rolled_back
+    assert expected[str(rolled_back)][1] == expected[str(serving)][1], "the rollback serves the first version again"
