@@ -50,7 +50,9 @@ def _add_io(config, manifest: Manifest) -> None:
 
 def _set_version_policy(config) -> None:
     """Always ``latest 1``: publishing, rollback (re-published as the newest version), the promotion gate's baseline
-    and ``versions`` all take "serving" to mean "the highest version number"; no other policy is offered."""
+    and ``versions`` all take "serving" to mean "the highest version number"; no other policy is offered. Publication
+    adjusts a text family (builders.repository.publication_configs): the ensemble serves only its own version and
+    names its members' exact versions, and the models it composes keep two versions loaded for a rollout."""
     config.version_policy.latest.num_versions = 1
 
 
