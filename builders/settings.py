@@ -74,7 +74,8 @@ class QuantizeConfig(Strict):
     enabled: bool = Field(True, description="build an INT8 (dynamic quantization) variant for the CPU path")
     op_types: list[str] = Field(default_factory=lambda: ["MatMul", "Gemm"],
                                 description="operators to quantize (ConvInteger has no INT8-weight CPU kernel)")
-    per_channel: bool = False
+    per_channel: bool = Field(True, description="one INT8 scale per output channel of each weight: finer than one per "
+                                                "tensor (all-MiniLM-L6-v2: lowest cosine to sentence-transformers 0.992 vs 0.990)")
     reduce_range: bool = Field(False, description="7-bit weights (helps on CPUs without VNNI)")
     max_accuracy_drop: float = Field(0.01, ge=0, le=1, description="refuse INT8 when held-out accuracy drops more than this (absolute)")
     min_argmax_agreement: float = Field(0.98, ge=0, le=1,
@@ -88,6 +89,10 @@ class QuantizeConfig(Strict):
     latency_batch_size: int = Field(8, ge=1, description="batch size of the in-process latency comparison")
     latency_iterations: int = Field(30, ge=1)
     serve_int8: bool = Field(False, description="make the default CPU config serve the INT8 file when it was accepted")
+    fp32_after_gelu: bool = Field(
+        True, description="keep MatMuls whose input comes from a GELU (a transformer's feed-forward down-projection) in "
+                          "FP32: GELU outputs have outliers that per-tensor INT8 activations clip. Measured on "
+                          "all-MiniLM-L6-v2: lowest cosine to FP32 0.91 with them quantized, 0.992 without")
 
 
 class ShapeRange(Strict):

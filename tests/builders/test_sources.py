@@ -395,3 +395,23 @@ def test_generated_token_ids_stay_inside_the_declared_vocabulary():
     signature.preprocessing.vocab_size = 40
     [batch] = list(generated_heldout(signature, samples=16).batches(16))
     assert batch.inputs[0].max() < 40 and batch.inputs[0].min() >= 0
+
+
+def test_int8_keeps_the_matmuls_a_gelu_feeds_in_fp32():
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from builders.quantize import gelu_fed_matmuls
+
+    w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    half = numpy_helper.from_array(np.array(0.5, np.float32), "half")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["up"], name="up_proj"),
+             helper.make_node("Erf", ["up"], ["erf"], name="erf"),
+             helper.make_node("Mul", ["erf", "half"], ["gelu"], name="gelu"),
+             helper.make_node("MatMul", ["gelu", "w"], ["down"], name="down_proj"),
+             helper.make_node("Relu", ["down"], ["relu"], name="relu"),
+             helper.make_node("MatMul", ["relu", "w"], ["y"], name="after_relu")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w, half])
+    assert gelu_fed_matmuls(helper.make_model(graph)) == ["down_proj"]
+    onnx.checker.check_model(helper.make_model(graph))
