@@ -7,7 +7,6 @@ polls that file's hash; each new manifest whose files verify is built by :func:`
 """
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from dataclasses import replace
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from common.errors import UserError
 from common.files import sha256_file
+from common.foreground import stop_requested
 from common.manifest import MANIFEST_NAME
 from builders.pipeline import BuildRequest, build
 from builders.report import summary_lines
@@ -23,17 +23,11 @@ from builders.report import summary_lines
 def watch(request: BuildRequest, interval_s: float, max_builds: int | None = None) -> int:
     """Poll until stopped; returns the number of versions published."""
     manifest = Path(request.run_dir) / MANIFEST_NAME
-    stop: list[int] = []
-
-    def on_signal(signum, _frame):
-        stop.append(signum)
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     seen: str | None = None
     published = builds = 0
     print(f"watching {manifest} every {interval_s:g} s (Ctrl-C to stop)", flush=True)
-    try:
-        while not stop:
+    with stop_requested() as stop:
+        while not stop.is_set():
             digest = sha256_file(manifest) if manifest.is_file() else None
             if digest and digest != seen:
                 seen = digest
@@ -48,10 +42,7 @@ def watch(request: BuildRequest, interval_s: float, max_builds: int | None = Non
                 if max_builds is not None and builds >= max_builds:
                     break
             deadline = time.monotonic() + interval_s
-            while not stop and time.monotonic() < deadline:
+            while not stop.is_set() and time.monotonic() < deadline:
                 time.sleep(min(0.2, interval_s))
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     print(f"watch stopped: {published} version(s) published from {builds} manifest(s)", flush=True)
     return published

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from common import cli
 from common.errors import UserError, run_cli
 from common.files import atomic_writer
 
@@ -81,11 +82,7 @@ def write_npy(path: str, vectors: np.ndarray) -> None:
 
 
 def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = None) -> int:
-    if args is None:
-        parser = argparse.ArgumentParser(prog="python -m clients embed", description=__doc__,
-                                         formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_arguments(parser)
-        args = parser.parse_args(argv)
+    args = cli.command_args("python -m clients embed", __doc__, add_arguments, argv, args)
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1 (got {args.batch_size})")
     if args.output and Path(args.output).suffix.lower() != ".npy":

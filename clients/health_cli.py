@@ -14,6 +14,7 @@ import argparse
 import json
 from typing import Sequence
 
+from common import cli
 from common.errors import UserError, run_cli
 
 from clients.cli_options import add_connection_arguments, client_config
@@ -28,11 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = None) -> int:
-    if args is None:
-        parser = argparse.ArgumentParser(prog="python -m clients health", description=__doc__,
-                                         formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_arguments(parser)
-        args = parser.parse_args(argv)
+    args = cli.command_args("python -m clients health", __doc__, add_arguments, argv, args)
     if args.timeout < 0:
         raise UserError(f"--timeout must be >= 0 seconds (got {args.timeout:g})")
     from clients.client import TritonClient

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from common import cli
 from common.errors import UserError, run_cli
 
 from clients.cli_options import add_connection_arguments, client_config, emit_json
@@ -92,11 +93,7 @@ def _merged_json(results: list[Any]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = None) -> int:
-    if args is None:
-        parser = argparse.ArgumentParser(prog="python -m clients infer", description=__doc__,
-                                         formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_arguments(parser)
-        args = parser.parse_args(argv)
+    args = cli.command_args("python -m clients infer", __doc__, add_arguments, argv, args)
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1 (got {args.batch_size})")
     config = client_config(args, shared_memory=args.shared_memory, tokenizer=args.tokenizer)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
+from common import cli
 from common.errors import run_cli
 
 from clients.cli_options import add_connection_arguments, client_config, emit_json
@@ -22,11 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = None) -> int:
-    if args is None:
-        parser = argparse.ArgumentParser(prog="python -m clients models", description=__doc__,
-                                         formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_arguments(parser)
-        args = parser.parse_args(argv)
+    args = cli.command_args("python -m clients models", __doc__, add_arguments, argv, args)
     from clients.client import TritonClient
 
     with TritonClient(config=client_config(args)) as client:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
-import signal
 import subprocess
 import time
 import weakref
@@ -33,7 +32,9 @@ from typing import Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from common import cli
 from common.errors import UserError, run_cli
+from common.foreground import foreground
 from common.net import http_ok, port_in_use
 from common.processes import death_signal_for_this_thread
 from common.processes import stop as stop_process
@@ -365,19 +366,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 
 def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = None) -> int:
-    if args is None:
-        parser = argparse.ArgumentParser(prog="python -m clients serve", description=__doc__,
-                                         formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_arguments(parser)
-        args = parser.parse_args(argv)
+    args = cli.command_args("python -m clients serve", __doc__, add_arguments, argv, args)
     config = config_from_args(args)
     server = TritonServer(config)
 
-    def on_signal(_signum, _frame):
-        raise KeyboardInterrupt
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    def start() -> None:
         print(f"starting Triton on {config.host} with the repository {config.repository}", flush=True)
         server.start()
         print(f"ready: {server_version(server.http_url)}, {len(server.models)} model(s): {', '.join(server.models)}",
@@ -391,19 +384,12 @@ def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = No
                   "clients and `python -m builders`)", flush=True)
         if server.cmdline_exposure:
             print(f"warning: the admin token stays visible in the process list ({server.cmdline_exposure})", flush=True)
-        print("press Ctrl-C to stop", flush=True)
-        while server.running():
-            time.sleep(0.5)
-        code = server.process.returncode
-        raise UserError(f"tritonserver exited unexpectedly with status {code}: "
-                        f"{first_error(server.log_text()) or 'see ' + str(config.log_file)}")
-    except KeyboardInterrupt:
-        print("stopping Triton…", flush=True)
-        return 0
-    finally:
-        server.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+
+    def exit_reason() -> str:
+        return (f"status {server.process.returncode}: "
+                f"{first_error(server.log_text()) or 'see ' + str(config.log_file)}")
+
+    return foreground("tritonserver", start, server.running, server.stop, exit_reason)
 
 
 if __name__ == "__main__":

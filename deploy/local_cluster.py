@@ -42,6 +42,7 @@ from typing import Sequence
 
 import numpy as np
 
+from common import cli
 from common.errors import UserError
 from common.net import free_port, wait_http_ok
 
@@ -516,10 +517,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = None) -> int:
-    if args is None:
-        parser = argparse.ArgumentParser(prog="python -m deploy local-cluster", description=__doc__)
-        add_arguments(parser)
-        args = parser.parse_args(argv)
+    args = cli.command_args("python -m deploy local-cluster", __doc__, add_arguments, argv, args)
     if args.replicas < 1 or args.clients < 1:
         raise UserError("--replicas and --clients must be at least 1")
     nginx_binary()                              # before anything starts

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Sequence
 
+from common import cli
 from common.errors import UserError
 from common.files import atomic_write_text
 
@@ -95,10 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = None) -> int:
-    if args is None:
-        parser = argparse.ArgumentParser(prog="python -m deploy render", description=__doc__)
-        add_arguments(parser)
-        args = parser.parse_args(argv)
+    args = cli.command_args("python -m deploy render", __doc__, add_arguments, argv, args)
     settings = load_settings(args.settings)
     root = Path(args.dir)
     changed, total = render_all(settings, root, args.check)

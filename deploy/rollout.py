@@ -16,6 +16,7 @@ import time
 import urllib.request
 from typing import Callable, Sequence
 
+from common import cli
 from common.errors import UserError
 
 
@@ -75,10 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = None) -> int:
-    if args is None:
-        parser = argparse.ArgumentParser(prog="python -m deploy converge", description=__doc__)
-        add_arguments(parser)
-        args = parser.parse_args(argv)
+    args = cli.command_args("python -m deploy converge", __doc__, add_arguments, argv, args)
     from builders.object_store import ObjectRepository
     from builders.repository import Package
 

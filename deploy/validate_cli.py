@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
+from common import cli
 from common.errors import UserError
 
 from deploy.settings import DEFAULT_SETTINGS_FILE, load_settings
@@ -21,10 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = None) -> int:
-    if args is None:
-        parser = argparse.ArgumentParser(prog="python -m deploy validate", description=__doc__)
-        add_arguments(parser)
-        args = parser.parse_args(argv)
+    args = cli.command_args("python -m deploy validate", __doc__, add_arguments, argv, args)
     settings = load_settings(args.settings)
     total = 0
     for path in args.files:
