@@ -8,9 +8,21 @@ import urllib.error
 import urllib.request
 
 
+def _family(host: str) -> socket.AddressFamily:
+    """IPv6 for an IPv6 literal or a name that only resolves to IPv6 (``::1``, ``::``), IPv4 otherwise."""
+    if ":" in host.strip("[]"):
+        return socket.AF_INET6
+    try:
+        families = {info[0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+    except socket.gaierror:
+        return socket.AF_INET
+    return socket.AF_INET if socket.AF_INET in families or not families else socket.AF_INET6
+
+
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    """True when something already listens on (or holds) ``host:port``."""
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+    """True when something already listens on (or holds) ``host:port``; IPv4 and IPv6 hosts alike."""
+    host = host.strip("[]")
+    with contextlib.closing(socket.socket(_family(host), socket.SOCK_STREAM)) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
@@ -21,7 +33,8 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port the OS considers free right now (for tests and throw-away servers)."""
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+    host = host.strip("[]")
+    with contextlib.closing(socket.socket(_family(host), socket.SOCK_STREAM)) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
 
