@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.config import read_mapping, validate
 from common.errors import UserError
-from common.files import (atomic_copy, atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir,
+from common.files import (atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir,
                           publish_dir, staging_dir)
 from builders.publication import crash_point
 
@@ -216,8 +216,6 @@ def _write_configs(configs: dict[str, bytes], target: Path, atomic: bool = False
         path = target / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         if atomic:
-            from common.files import atomic_write_bytes
-
             atomic_write_bytes(path, data)
             crash_point(f"installed {path}")
         else:
@@ -240,15 +238,21 @@ def _stage_version(package: Package, member: str, parent: Path, number: int) -> 
     return staged
 
 
-def _install_configs(package: Package, member: str, model_dir: Path, number: int) -> None:
-    """Make the model-level configs those of the version (atomic per file; configs it lacks are removed)."""
-    wanted = publication_configs(package, member, number)
+def _replace_configs(wanted: dict[str, bytes], model_dir: Path) -> None:
+    """Make ``model_dir``'s configs exactly ``wanted`` (each file atomic and durable; configs it lacks are removed,
+    and the removals made durable too). Publishing and restoring both go through here."""
     _write_configs(wanted, model_dir, atomic=True)
     for relative, path in config_files(model_dir).items():
         if relative not in wanted:
             path.unlink()
-    if (model_dir / "configs").is_dir():
-        fsync_dir(model_dir / "configs")
+    for folder in (model_dir, model_dir / "configs"):
+        if folder.is_dir():
+            fsync_dir(folder)
+
+
+def _install_configs(package: Package, member: str, model_dir: Path, number: int) -> None:
+    """Make the model-level configs those of the version."""
+    _replace_configs(publication_configs(package, member, number), model_dir)
 
 
 def remove_out_of_sight(path: Path, graveyard: Path | None = None) -> None:
@@ -406,12 +410,8 @@ def retract(repository: Path, package: Package, number: int, graveyard: Path) ->
 
 
 def _restore_configs(snapshot: Path, model_dir: Path) -> None:
-    wanted = config_files(snapshot)
-    for relative, path in wanted.items():
-        atomic_copy(path, model_dir / relative)
-    for relative, path in config_files(model_dir).items():
-        if relative not in wanted:
-            path.unlink()
+    """Make ``model_dir``'s configs those of a version's snapshot again."""
+    _replace_configs({relative: path.read_bytes() for relative, path in config_files(snapshot).items()}, model_dir)
 
 
 def package_from_version(repository: Path, primary: str, number: int, root: Path) -> Package:
