@@ -65,7 +65,9 @@ class Manifest(BaseModel):
     format_version: Literal[1] = 1
     model: str = Field(description="registered model name, e.g. 'digits' or 'textclf'")
     factory: str | None = Field(None, description="``package.module:function`` that, called with ``model``, returns "
-                                                  "the spec that rebuilds the network (default: DEFAULT_FACTORY)")
+                                                  "the spec that rebuilds the network (default: DEFAULT_FACTORY), or "
+                                                  "``/abs/path/file.py:SpecClass`` for a spec defined outside any "
+                                                  "package (the class is the spec)")
     arch: dict = Field(description="architecture config accepted by the model's registered ArchConfig, or for a "
                                    "run that wrote a Hugging Face folder {'source': 'hf', 'path': ..., 'task': ...}")
     inputs: list[TensorSpec]

@@ -74,6 +74,7 @@ def export_weights(
         files = ExportFiles(weights=FileRef(file=WEIGHTS_NAME, sha256=sha256_bytes(blob)), tokenizer=tokenizer_ref)
     manifest = Manifest(
         model=files.model or spec.name,
+        factory=getattr(spec, "source_reference", None),  # a spec file outside the package names itself
         arch=files.arch if files.arch is not None else arch.model_dump(mode="json"),
         inputs=spec.inputs(arch),
         outputs=spec.outputs(arch),

@@ -320,13 +320,39 @@ def generated_heldout(signature: Signature, samples: int = 64, seed: int = 1) ->
                         {"split": "generated", "samples": samples, "data_version": "generated-v1"})
 
 
+def _module_from_file(path: Path):
+    """Import a Python file by its path (once per path), as the factory of a model defined outside any package."""
+    import hashlib
+    import importlib.util
+    import sys
+
+    path = path.expanduser().resolve()
+    if not path.is_file():
+        raise UserError(f"{path} does not exist (expected a Python file)")
+    name = "_model_factory_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    if name not in sys.modules:
+        loader = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(loader)
+        sys.modules[name] = module
+        try:
+            loader.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
+
+
 def import_object(spec: str, what: str):
-    """``package.module:attribute`` → the attribute; a :class:`UserError` saying which part does not import."""
-    module_name, sep, attribute = spec.partition(":")
+    """``package.module:attribute`` or ``path/to/file.py:attribute`` → the attribute; a :class:`UserError` saying
+    which part does not import."""
+    module_name, sep, attribute = spec.rpartition(":") if spec.partition(":")[0].endswith(".py") else spec.partition(":")
     if not sep or not module_name or not attribute:
-        raise UserError(f"{what} {spec!r} is not of the form package.module:function")
+        raise UserError(f"{what} {spec!r} is not of the form package.module:function or path/to/file.py:function")
     try:
-        module = importlib.import_module(module_name)
+        module = _module_from_file(Path(module_name)) if module_name.endswith(".py") else \
+            importlib.import_module(module_name)
+    except UserError:
+        raise
     except Exception as exc:  # ImportError, or the module's own import-time failure
         raise UserError(f"{what} {spec!r}: module {module_name!r} does not import ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None

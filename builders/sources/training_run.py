@@ -39,7 +39,8 @@ class TrainingRunSource(ModelSource):
         self.factory = manifest.factory or DEFAULT_FACTORY
         get_spec = import_object(self.factory, f"{where}: factory")
         try:
-            self.spec = get_spec(manifest.model)  # the run's spec: its collate batches the splits
+            # a spec class (a spec file outside any package) is the spec itself; a registry function is asked by name
+            self.spec = get_spec() if isinstance(get_spec, type) else get_spec(manifest.model)
         except UserError as exc:
             raise UserError(f"{where}: model {manifest.model!r}: {exc}") from None
         self.arch = validate(self.spec.Arch, manifest.arch, f"{where}: arch")

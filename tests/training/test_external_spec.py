@@ -101,7 +101,7 @@ def check_run(run_dir, model_name):
 
 
 @pytest.mark.slow
-def test_spec_file_outside_the_tree_trains_resumes_and_exports(tmp_path):
+def test_spec_file_outside_the_tree_trains_resumes_exports_builds_and_serves(tmp_path):
     spec = write_spec(tmp_path / "elsewhere", "blobs_spec", "Blobs", "blobs")
     run_dir = tmp_path / "run"
     first = run("--spec", f"{spec}:Blobs", "--run-dir", str(run_dir), *QUICK)
@@ -117,6 +117,40 @@ def test_spec_file_outside_the_tree_trains_resumes_and_exports(tmp_path):
                             str(run_dir)], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
                            capture_output=True, text=True, timeout=120)
     assert probe.returncode == 0 and probe.stdout.split() == ["Net", "blobs"], probe.stderr[-2000:]
+
+    # ... and the builders build, gate and publish it, and the real Triton serves what PyTorch computes
+    assert manifest["factory"] == f"{spec.resolve()}:Blobs"
+    repository = tmp_path / "model_repository"
+    build = subprocess.run([sys.executable, "-m", "builders", "build", "--run-dir", str(run_dir), "--repository",
+                            str(repository), "--work-dir", str(tmp_path / "builds")], cwd=REPO,
+                           env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    assert (repository / "blobs" / "1" / "model.onnx").is_file()
+    _serve_and_compare(repository, run_dir)
+
+
+def _serve_and_compare(repository, run_dir):
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    from clients.serve import ServerConfig, TritonServer
+    from common.net import free_port
+    from training.export import load_exported
+
+    exported = load_exported(run_dir)
+    points = np.stack([exported.load_splits().test[i][0].numpy() for i in range(16)])
+    expected = exported.model(__import__("torch").from_numpy(points))[1].detach().numpy()
+    config = ServerConfig(repository=repository, http_port=free_port(), grpc_port=free_port(),
+                          metrics_port=free_port(), log_file=run_dir.parent / "triton.log", exit_timeout_s=1)
+    with TritonServer(config) as server:
+        client = httpclient.InferenceServerClient(server.http_url)
+        try:
+            tensor = httpclient.InferInput("points", list(points.shape), "FP32")
+            tensor.set_data_from_numpy(points)
+            got = client.infer("blobs", [tensor]).as_numpy("probabilities")
+        finally:
+            client.close()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -103,6 +103,8 @@ def load_spec_file(reference: str) -> type[ModelSpec]:
         raise UserError(f"--spec {reference!r}: {path} defines no {class_name!r} (model specs there: "
                         f"{', '.join(found) or 'none'})")
     _discover()
+    # the manifest names this file as the run's factory, so a builder rebuilds the network without this registry
+    cls.source_reference = f"{path}:{class_name}"
     return register(cls)
 
 
