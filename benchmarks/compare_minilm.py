@@ -39,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import RESULTS_DIR
 from benchmarks.compare import run_loadgen, summarize
 from benchmarks.cpu_usage import CpuMeter
 from benchmarks.peers.infinity import PeerUnavailable

@@ -13,7 +13,7 @@ to publish MiniLM's INT8 graph (it misses their cosine bound of 0.99), and the r
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 

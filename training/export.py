@@ -6,7 +6,6 @@ call :func:`load_exported` to get the same ``nn.Module`` back, plus the spec, co
 from __future__ import annotations
 
 import datetime as _dt
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from common.environment import code_version
 from common.errors import UserError
 from common.files import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file
 from common.manifest import (TOKENIZER_NAME, WEIGHTS_NAME, CheckpointRef, FileRef, Manifest, read_manifest,
@@ -21,20 +21,6 @@ from common.manifest import (TOKENIZER_NAME, WEIGHTS_NAME, CheckpointRef, FileRe
 from training import models
 from training.models.base import ExportFiles, ModelSpec, Splits
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def code_version() -> str:
-    """The git commit of this checkout (``+dirty`` when it has uncommitted changes), or ``unknown``."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
-        if sha.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return sha.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
 
 
 def export_weights(

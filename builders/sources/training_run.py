@@ -116,6 +116,9 @@ def is_hf_run(manifest) -> bool:
     return isinstance(manifest.arch, dict) and manifest.arch.get("source") == "hf"
 
 
+HELDOUT_NAME = "heldout.jsonl"  # written by the fine-tuning trainer next to hf/ (texts with their labels)
+
+
 def open_run(run_dir: str | Path, name: str | None = None, heldout: str | Path | None = None,
              task: str | None = None) -> ModelSource:
     """The source of a training run: its own factory's spec, or the Hugging Face folder a fine-tuning run wrote."""
@@ -131,6 +134,8 @@ def open_run(run_dir: str | Path, name: str | None = None, heldout: str | Path |
         raise UserError(f"{run_dir / MANIFEST_NAME}: field 'arch.path' must name a folder inside the run "
                         f"(got {folder!r})")
     run_task = task or arch.get("task", "classification")
+    if heldout is None and (run_dir / HELDOUT_NAME).is_file():
+        heldout = run_dir / HELDOUT_NAME  # the labelled test split a fine-tuning run hands over: gate on accuracy
     source = HuggingFaceSource(run_dir / folder, run_task, name or manifest.model, heldout,
                                labels=list(manifest.labels) or None if run_task == "classification" else None)
     source.origin.update({"kind": "training-run+hf", "run_dir": str(run_dir.resolve()),
