@@ -29,8 +29,12 @@ class AsyncTransport:
         self.connection = connection
         self.policy = policy
         self._underlying = None
-        # restricted APIs (repository index, shared memory) carry the admin token; inference calls never do
-        self._admin = self.adapter.admin_kwargs(connection.resolved_admin_token(url))
+
+    @property
+    def _admin(self) -> dict:
+        """The admin-token header for restricted APIs (inference never carries it), resolved per call: a local
+        server restarted on the same port has a new per-start token, and a cached old one would be refused."""
+        return self.adapter.admin_kwargs(self.connection.resolved_admin_token(self.url))
 
     @property
     def protocol(self) -> str:

@@ -36,8 +36,12 @@ class SyncTransport(ABC):
         self.url = url
         self.connection = connection
         self.policy = policy
-        # restricted APIs (repository index, shared memory) carry the admin token; inference calls never do
-        self._admin = self.adapter.admin_kwargs(connection.resolved_admin_token(url))
+
+    @property
+    def _admin(self) -> dict:
+        """The admin-token header for restricted APIs (inference never carries it), resolved per call: a local
+        server restarted on the same port has a new per-start token, and a cached old one would be refused."""
+        return self.adapter.admin_kwargs(self.connection.resolved_admin_token(self.url))
 
     @property
     def protocol(self) -> str:

@@ -111,9 +111,9 @@ def test_compare_rejects_a_sweep_that_makes_no_sense():
     from benchmarks.compare import run
 
     with pytest.raises(UserError, match=r"--concurrency '1,x': expected comma-separated positive integers"):
-        run(Namespace(concurrency="1,x", duration=1, warmup=0, seq_len=64, ladder_rounds=1))
+        run(Namespace(model="textclf", concurrency="1,x", duration=1, warmup=0, seq_len=64, ladder_rounds=1))
     with pytest.raises(UserError, match=r"--ladder-rounds must be at least 1"):
-        run(Namespace(concurrency="1", duration=1, warmup=0, seq_len=64, ladder_rounds=0))
+        run(Namespace(model="textclf", concurrency="1", duration=1, warmup=0, seq_len=64, ladder_rounds=0))
     assert Plan([1], 64, 1.0, 0.0).ladder_rounds == 2
 
 

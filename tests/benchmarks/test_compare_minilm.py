@@ -164,7 +164,10 @@ def test_a_quick_compare_runs_end_to_end_and_reports_a_missing_peer(minilm_build
     rows = json.loads((tmp_path / "compare-minilm.json").read_text())
     configs = {(r["config"], r["concurrency"], r["batch"]) for r in rows}
     expected = {("sentence-transformers", 1, 1), ("sentence-transformers", 4, 1), ("sentence-transformers", 1, 8)}
-    for served in ("triton-grpc-text", "triton-http-text", "triton-grpc-tokens", "fastapi-sentence-transformers"):
+    served_configs = ["triton-grpc-text", "triton-http-text", "triton-grpc-tokens", "fastapi-sentence-transformers"]
+    if (repository / "minilm" / "configs" / "cpu_int8.pbtxt").is_file():  # the builders accepted INT8: served too
+        served_configs += ["triton-grpc-text-int8", "triton-http-text-int8"]
+    for served in served_configs:
         expected |= {(served, 1, 1), (served, 4, 1), (served, 2, 8)}
     assert configs == expected
     for r in rows:
