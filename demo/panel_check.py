@@ -3,8 +3,8 @@
 A recording rule's ``rate(...[1m])`` over a 20-second load test averages the load with 40 seconds of idle time and
 shows a third of the real rate. The demo's Prometheus therefore records its rates over a window that fits the run
 (:func:`rate_window_for`). After the load the demo compares the request-rate panel (the very series it draws) with
-Locust over the same steady span: from one full rate window after Locust's first counted second to its last one, the
-panel's mean against Locust's own request count over that span. Both go to ``agreement.json`` beside the panels.
+Locust over the same seconds: the panel's mean from one full rate window after Locust's first counted second to its
+last one, against Locust's own request count over the seconds those windows cover. Both go to ``agreement.json`` beside the panels.
 """
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ PANEL_SERIES = 'model:inference_requests:rate{{model="{model}",source="triton"}}
 
 
 def rate_window_for(load_duration_s: float, scrape_interval: str = "1s", longest: str = "1m") -> str:
-    """A quarter of the load's duration, but at least four scrapes (rate() needs samples) and at most the SLO
-    file's window: short enough to leave a steady span inside the run, long enough to smooth scrape jitter."""
+    """Half the load's duration, but at least eight scrapes and at most the SLO file's window: short enough to leave a
+    steady span inside the run, long enough that a late scrape on a busy machine (rate() extrapolates only half an
+    interval past its outermost samples) does not bias the rate low."""
     scrape = duration_seconds(scrape_interval)
-    seconds = min(max(load_duration_s / 4, 4 * scrape), duration_seconds(longest))
+    seconds = min(max(load_duration_s / 2, 8 * scrape), duration_seconds(longest))
     return f"{int(round(seconds))}s"
 
 
@@ -40,9 +41,12 @@ def compare_with_locust(api: PrometheusAPI, model: str, rate_window: str, load: 
     result = {"model": model, "rate_window": rate_window, "locust_rps": None, "panel_rps": None, "ratio": None,
               "points": 0, "span": None}
     if counts:
-        start, end = counts[0][0] + duration_seconds(rate_window) + 1, counts[-1][0] - 1
+        window = duration_seconds(rate_window)
+        start, end = counts[0][0] + window + 1, counts[-1][0] - 1
         result["span"] = [start, end]
-        locust = _locust_rate(counts, start, end)
+        # the panel's points at [start, end] are rates over windows reaching back to start - window: Locust's count
+        # over that same stretch is the like-for-like figure
+        locust = _locust_rate(counts, start - window, end)
         values = [v for s in api.query_range(PANEL_SERIES.format(model=model), start, end, 1.0)
                   for v in s.values if v == v] if end > start else []
         if locust and values:

@@ -173,7 +173,8 @@ def test_a_quick_compare_runs_end_to_end_and_reports_a_missing_peer(minilm_build
     for r in rows:
         assert r["errors"] == 0, r
         if r["family"] != "in-process":
-            assert r["check"]["min_cosine"] >= 0.999 and r["cpu_server_cores"] is not None
+            floor = 0.99 if r["config"].endswith("int8") else 0.999  # INT8 peers are held to the INT8 bound
+            assert r["check"]["min_cosine"] >= floor and r["cpu_server_cores"] is not None
     for served in ("triton-grpc-text", "triton-grpc-tokens", "fastapi-sentence-transformers"):
         assert any(r["requests"] > 0 for r in rows if r["config"] == served)
     text_c1 = next(r for r in rows if r["config"] == "triton-grpc-text" and r["concurrency"] == 1)

@@ -40,7 +40,7 @@ epochs = 2
 model = "digits"
 protocol = "grpc"
 users = 4
-duration_s = 12
+duration_s = 20
 """)
     return config
 

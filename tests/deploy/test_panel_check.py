@@ -5,10 +5,10 @@ from demo.panel_check import _locust_rate, rate_window_for
 
 
 def test_rate_window_fits_the_run_between_four_scrapes_and_the_slo_window():
-    assert rate_window_for(20) == "5s"
-    assert rate_window_for(6) == "4s"          # four 1 s scrapes at least
+    assert rate_window_for(20) == "10s"
+    assert rate_window_for(6) == "8s"          # eight 1 s scrapes at least
     assert rate_window_for(3600) == "60s"      # never longer than the SLO file's 1m
-    assert rate_window_for(20, scrape_interval="2s") == "8s"
+    assert rate_window_for(20, scrape_interval="3s") == "24s"
 
 
 def test_locust_rate_is_counted_over_the_span_only():
