@@ -16,6 +16,7 @@ names the factory that rebuilds its network, and that factory is imported by its
 from __future__ import annotations
 
 import importlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Sequence
@@ -185,7 +186,7 @@ def rows_heldout(rows: list[list[np.ndarray]], targets: list[int] | None, signat
     return HeldOut(make, len(rows), kind, origin, identity, list(pairs or []), list(texts or []))
 
 
-class ModelSource:
+class ModelSource(ABC):
     """Base of the four adapters; a subclass sets the attributes and implements what its kind of model offers."""
 
     kind: str = "?"
@@ -219,8 +220,10 @@ class ModelSource:
 
         return tuple(torch.from_numpy(a) for a in generated_inputs(self.signature, batch_size, seed=0, length=16))
 
+    @abstractmethod
     def heldout(self) -> HeldOut:
-        raise NotImplementedError
+        """Held-out batches for parity and the gate: the user's ``--heldout`` file, the run's test split, or inputs
+        generated from the signature (``HeldOut.kind == "generated"``: accuracy gating is off)."""
 
     def calibration(self) -> HeldOut:
         """Data for INT8 calibration (TensorRT): the held-out set unless the source has a separate split."""
