@@ -15,6 +15,7 @@ from torch import nn
 
 from common.environment import code_version
 from common.errors import UserError
+from common.weights import load_weights
 from common.files import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file
 from common.manifest import (TOKENIZER_NAME, WEIGHTS_NAME, CheckpointRef, FileRef, Manifest, read_manifest,
                              write_manifest)
@@ -95,8 +96,6 @@ class Exported:
 
 def load_exported(run_dir: str | Path) -> Exported:
     """Rebuild the exported model of a training run, verifying hashes and the architecture against the weights."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     from common.config import validate
 
@@ -114,23 +113,7 @@ def load_exported(run_dir: str | Path) -> Exported:
     data = validate(spec.Data, manifest.training.get("data", {}), f"{run_dir / 'manifest.json'}: training.data")
     model = spec.build(arch)
     weights = run_dir / manifest.weights.file
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"{weights}: cannot read safetensors ({exc})") from None
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # size mismatches
-        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-        raise UserError(f"{weights} does not match the architecture in manifest.json (model {manifest.model!r}): {first}") from None
-    problems = []
-    if result.missing_keys:
-        problems.append(f"missing {', '.join(result.missing_keys[:5])}")
-    if result.unexpected_keys:
-        problems.append(f"unexpected {', '.join(result.unexpected_keys[:5])}")
-    if problems:
-        raise UserError(f"{weights} does not match the architecture in manifest.json (model {manifest.model!r}): "
-                        + "; ".join(problems))
+    load_weights(model, weights, f"the architecture in manifest.json (model {manifest.model!r})")
     model.eval()
     return Exported(manifest, spec, arch, data, model, run_dir)
 

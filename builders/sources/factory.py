@@ -11,30 +11,10 @@ from pathlib import Path
 
 from common.errors import UserError
 from common.files import sha256_file
+from common.weights import load_weights
 from builders.sources.base import HeldOut, ModelSource, generated_heldout, import_object, read_signature
 
 
-def load_weights(module, weights: Path, what: str = "the module") -> None:
-    """Strictly load a safetensors state dict into ``module``; a :class:`UserError` names what does not fit."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"{weights}: cannot read safetensors ({exc})") from None
-    try:
-        result = module.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # size mismatches
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        raise UserError(f"{weights} does not match {what}: {lines[1] if len(lines) > 1 else lines[0]}") from None
-    problems = []
-    if result.missing_keys:
-        problems.append(f"missing {', '.join(result.missing_keys[:5])}")
-    if result.unexpected_keys:
-        problems.append(f"unexpected {', '.join(result.unexpected_keys[:5])}")
-    if problems:
-        raise UserError(f"{weights} does not match {what}: " + "; ".join(problems))
 
 
 class FactorySource(ModelSource):

@@ -76,7 +76,7 @@ class TrainingRunSource(ModelSource):
 
     def module(self):
         if self._model is None:
-            from builders.sources.factory import load_weights
+            from common.weights import load_weights
 
             model = self.spec.build(self.arch)
             load_weights(model, self.run_dir / self.run_manifest.weights.file,
