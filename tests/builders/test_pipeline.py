@@ -127,7 +127,7 @@ def test_bad_input_stops_with_the_file_and_field_and_leaves_the_repository_alone
 
 
 def test_gate_refuses_a_worse_checkpoint_and_the_serving_version_stays(built_repository, tmp_path, capsys):
-    from builders.cli import main
+    from builders.__main__ import main
 
     repository = copy_repository(built_repository, tmp_path / "repo")
     before = tree_state(repository)
@@ -158,7 +158,7 @@ def test_rebuilding_the_serving_weights_with_the_same_settings_publishes_nothing
 
 
 def test_publish_keeps_k_versions_and_rollback_serves_a_kept_one(built_repository, digits_run, tmp_path, capsys):
-    from builders.cli import main
+    from builders.__main__ import main
 
     repository = copy_repository(built_repository, tmp_path / "repo")
     settings = small_settings(tmp_path / "builds", publish={"keep_versions": 2}, quantize={"enabled": False})
@@ -193,7 +193,7 @@ def _run_ok(main, argv):
 
 
 def test_linter_names_file_and_field_for_hand_broken_configs(built_repository, tmp_path, capsys):
-    from builders.cli import main
+    from builders.__main__ import main
 
     repository = copy_repository(built_repository, tmp_path / "repo")
     config = repository / "digits" / "config.pbtxt"
@@ -281,7 +281,7 @@ def test_reproduce_script_of_a_failed_step_fails_the_same_way(built_repository, 
 
 
 def test_quantize_command_writes_the_int8_file_and_its_report(built_repository, digits_run, tmp_path, capsys):
-    from builders.cli import main
+    from builders.__main__ import main
 
     _run_ok(main, ["quantize", "--run-dir", str(digits_run), "--onnx", str(built_repository / "digits" / "1" / "model.onnx"),
                    "--output", str(tmp_path / "q")])
@@ -320,7 +320,7 @@ def test_published_folders_are_readable_by_other_users(built_repository):
 
 
 def test_publish_refuses_a_package_whose_config_disagrees_with_its_artifact(built_repository, tmp_path, capsys):
-    from builders.cli import main
+    from builders.__main__ import main
     from builders.repository import package_from_version
 
     repository = copy_repository(built_repository, tmp_path / "repo")

@@ -146,7 +146,7 @@ def test_padding_is_only_allowed_when_outputs_cannot_depend_on_it():
 
 @pytest.mark.slow
 def test_config_command_prints_valid_configs_for_a_run(digits_run, capsys):
-    from builders.cli import main
+    from builders.__main__ import main
 
     assert main(["config", "--run-dir", str(digits_run), "--target", "tensorrt"]) == 0
     out = capsys.readouterr().out

@@ -117,11 +117,11 @@ def test_a_version_that_fails_to_load_is_retracted_and_the_previous_one_keeps_se
     # `publish --triton-url` keeping a single version: the serving one must survive the failed rollout
     from argparse import Namespace
 
-    from builders.cli import _publish
+    from builders.cli_options import publish
 
     args = Namespace(repository=repository, triton_url=server.http_url, skip_plan_check=True)
     with pytest.raises(UserError, match="retracted"):
-        _publish(package, args, small_settings(root / "builds", publish={"keep_versions": 1}))
+        publish(package, args, small_settings(root / "builds", publish={"keep_versions": 1}))
     assert versions(repository / "digits")[-1] == serving
     assert (repository / "digits" / str(serving) / "model.py").is_file()
     assert _served_versions(server.http_url, "digits") == [str(serving)]

@@ -150,7 +150,7 @@ def test_publishing_a_plan_this_host_cannot_run_is_refused(built_repository, tmp
 
 def test_plan_check_command_refuses_with_the_rebuild_needed(tmp_path, profiles, capsys):
     from common.errors import run_cli
-    from builders.cli import main
+    from builders.__main__ import main
 
     plan = tmp_path / "model.plan"
     plan.write_bytes(b"engine")
