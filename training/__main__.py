@@ -1,5 +1,6 @@
 """``python -m training`` (also ``torchrun ... -m training``): see :mod:`training.cli`."""
-from training.cli import entry
+from common.errors import run_cli
+from training.cli import main
 
 if __name__ == "__main__":
-    entry()
+    run_cli(main)

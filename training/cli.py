@@ -10,7 +10,12 @@ import json
 import sys
 from typing import Any, Sequence
 
-from common.errors import UserError, run_cli
+from common import cli
+from common.errors import UserError
+
+PROG = "python -m training"
+DESCRIPTION = ("Train a registered model into a run directory: resumable, seeded, DDP-ready, observable. The "
+               "result (model.safetensors + manifest.json) is what `python -m builders` consumes.")
 
 EPILOG = """\
 resume:
@@ -58,13 +63,13 @@ def _override_value(text: str) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: one command, no subcommands (``torchrun ... -m training`` passes the same flags)."""
+    return cli.command_parser(PROG, DESCRIPTION, add_arguments, EPILOG)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     from training import models
 
-    parser = argparse.ArgumentParser(
-        prog="python -m training",
-        description="Train a registered model into a run directory: resumable, seeded, DDP-ready, observable. The "
-                    "result (model.safetensors + manifest.json) is what `python -m builders` consumes.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     run = parser.add_argument_group("run")
     run.add_argument("--model", help=f"registered model to train: {', '.join(models.names())} (or set `model` in --config)")
     run.add_argument("--spec", metavar="FILE.py:CLASS",
@@ -138,7 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
     side.add_argument("--watch-dir", help="sidecar: directory polled for new labelled *.jsonl files")
     side.add_argument("--poll-seconds", type=float, help="sidecar: polling period of --watch-dir (default 30)")
     side.add_argument("--epochs-per-round", type=int, help="sidecar: epochs trained on each arrival of new data (default 2)")
-    return parser
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -222,8 +226,8 @@ def load(args: argparse.Namespace):
     return resolve(args.config, overrides)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = None) -> int:
+    args = cli.command_args(PROG, DESCRIPTION, add_arguments, argv, args, EPILOG)
     config = load(args)
     if config.sidecar.enabled:
         return run_sidecar(config, args.run_dir)
@@ -272,7 +276,3 @@ def run_sidecar(config, run_dir: str) -> int:
         trainer.close()
         stop.uninstall()
         distributed.teardown(ctx)
-
-
-def entry() -> None:
-    run_cli(main)
