@@ -24,7 +24,16 @@ from pathlib import Path
 from typing import Iterable
 
 TOKEN_DIR_ENV = "TRITON_ADMIN_TOKEN_DIR"
+ADMIN_TOKEN_ENV = "TRITON_ADMIN_TOKEN"
+ADMIN_HEADER = "triton-admin-token"  # HTTP header; over gRPC, metadata ``triton-grpc-protocol-triton-admin-token``
+RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0"}
+
+
+def restriction_flags(token: str) -> list[str]:
+    """The tritonserver flags that put the admin APIs behind ``token`` on both protocols."""
+    restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={token}"
+    return [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
 
 
 def new_token() -> str:

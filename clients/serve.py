@@ -45,9 +45,8 @@ from clients import admin_token
 from clients.repository_check import prepare_repository
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-ADMIN_TOKEN_ENV = "TRITON_ADMIN_TOKEN"
-ADMIN_HEADER = "triton-admin-token"
-RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
+ADMIN_TOKEN_ENV, ADMIN_HEADER, RESTRICTED_APIS = (admin_token.ADMIN_TOKEN_ENV, admin_token.ADMIN_HEADER,
+                                                   admin_token.RESTRICTED_APIS)
 # tritonserver flags that decide where it listens: an address flag, or an endpoint that always binds every interface
 ADDRESS_FLAGS = ("--http-address", "--grpc-address", "--metrics-address")
 ALL_INTERFACE_FLAGS = ("--allow-sagemaker", "--allow-vertex-ai")
@@ -238,8 +237,7 @@ class TritonServer:
             args.append("--backend-config=tensorrt,version-compatible=true")
         token = token or os.environ.get(ADMIN_TOKEN_ENV)
         if token:
-            restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={token}"
-            args += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
+            args += admin_token.restriction_flags(token)
         return args + list(cfg.extra_args)
 
     # -- lifecycle -----------------------------------------------------------------------------------------------------

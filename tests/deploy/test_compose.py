@@ -50,8 +50,7 @@ def test_the_gpu_stack_has_every_service_with_gpus_a_healthcheck_and_the_build_b
     assert triton["image"].startswith("inference-platform/triton:") and "--model-config-name=tensorrt" in triton["command"]
     assert "/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
     assert triton["depends_on"]["prepare-models"]["condition"] == "service_completed_successfully"
-    assert any(arg.startswith("--http-restricted-api=model-repository") and arg.endswith("=ci-token")
-               for arg in triton["command"])
+    assert triton["environment"]["TRITON_ADMIN_TOKEN"] == "ci-token"  # restricted through clients.token_exec
     assert svcs["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "ci-password"
 
 
@@ -102,3 +101,17 @@ def test_the_gpu_triton_loads_version_compatible_plans():
     """Plans built with tensorrt.version_compatible = true need Triton's TensorRT backend to allow host code."""
     command = services("docker-compose.yml")["triton"]["command"]
     assert "--backend-config=tensorrt,version-compatible=true" in command
+
+
+def test_no_service_puts_the_admin_token_on_a_command_line():
+    """The host's `ps` shows every container's command line: the token travels in the environment, and the GPU
+    Triton starts through clients.token_exec, which hides it from the process list (tests/clients/test_token_exec.py)."""
+    for files in (("docker-compose.yml",), ("docker-compose.yml", "docker-compose.cpu.yml")):
+        for name, svc in services(*files).items():
+            command = " ".join(svc.get("command") or []) + " ".join(svc.get("entrypoint") or [])
+            assert SECRETS["TRITON_ADMIN_TOKEN"] not in command, f"{name} passes the admin token on its command line"
+    triton = services("docker-compose.yml")["triton"]
+    assert triton["command"][:4] == ["python3", "-m", "clients.token_exec", "tritonserver"]
+    assert triton["environment"]["TRITON_ADMIN_TOKEN"] == SECRETS["TRITON_ADMIN_TOKEN"]
+    dockerfile = (ROOT / "docker" / "triton.Dockerfile").read_text()
+    assert "clients/admin_token.py clients/token_exec.py" in dockerfile and "PYTHONPATH=/opt/platform" in dockerfile
