@@ -32,7 +32,10 @@ def launcher_command(overlay: Overlay) -> tuple[list[str], list[str]]:
     """(command, args) of the Triton container."""
     if overlay.launcher == "clients-serve":
         return ["python", "-m", "clients", "serve"], serve_args(overlay)
-    return ["tritonserver"], triton_args(overlay)
+    # the admin token comes from $TRITON_ADMIN_TOKEN; clients.token_exec (in the Triton image) puts it on tritonserver's
+    # command line, the only place Triton 2.51 reads it, and overwrites it there once parsed: the node's `ps` shows
+    # every container's command line
+    return ["python3", "-m", "clients.token_exec", "tritonserver"], triton_args(overlay)
 
 
 def serve_args(overlay: Overlay) -> list[str]:
@@ -48,9 +51,9 @@ def serve_args(overlay: Overlay) -> list[str]:
 
 
 def triton_args(overlay: Overlay) -> list[str]:
-    """Triton's command line: explicit model control (the builder loads each new version on every ready pod)."""
+    """Triton's command line: explicit model control (the builder loads each new version on every ready pod); the
+    admin-API restriction is added by clients.token_exec from $TRITON_ADMIN_TOKEN."""
     repository = overlay.repository if overlay.uses_s3 else MODELS_MOUNT
-    restricted = "model-repository,shared-memory,trace,logging:triton-admin-token=$(TRITON_ADMIN_TOKEN)"
     args = [f"--model-repository={repository}", "--model-control-mode=explicit", "--load-model=*",
             "--strict-readiness=true", "--disable-auto-complete-config",
             f"--exit-timeout-secs={overlay.exit_timeout_seconds}", "--metrics-interval-ms=1000",
@@ -59,7 +62,6 @@ def triton_args(overlay: Overlay) -> list[str]:
         args.append("--metrics-config=histogram_latencies=true")
     if overlay.model_config_name:
         args.append(f"--model-config-name={overlay.model_config_name}")
-    args += [f"--http-restricted-api={restricted}", f"--grpc-restricted-protocol={restricted}"]
     return args
 
 
