@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq-len", type=int, default=64, help="tokens per request (default 64)")
     parser.add_argument("--duration", type=float, default=4.0, help="measured seconds per point (default 4)")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each point (default 1)")
+    parser.add_argument("--max-window", type=float, default=24.0,
+                        help="--model minilm: the longest a slow point's measured window is stretched to, so that "
+                             "every caller completes several requests (default 24; see benchmarks/windows.py)")
     parser.add_argument("--ladder-rounds", type=int, default=2,
                         help="interleaved rounds of the tuning ladder; each step reports its median (default 2)")
     parser.add_argument("--skip", action="append", default=[],

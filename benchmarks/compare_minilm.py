@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ from benchmarks.compare import run_loadgen, summarize
 from benchmarks.cpu_usage import CpuMeter
 from benchmarks.peers.infinity import PeerUnavailable
 from benchmarks.triton_stats import StatsWindow
+from benchmarks.windows import RateBook, WindowPolicy
 from common.errors import UserError
 from common.net import free_port, wait_http_ok
 from common.processes import stop as stop_process
@@ -67,6 +68,10 @@ class MinilmPlan:
     ladder_rounds: int = 2
     infinity_venv: Path | None = None  # default: benchmarks.peers.infinity.DEFAULT_VENV
     seq_len: int = 256  # the longest a sentence gets (for compare_report's plan fields)
+    max_window_s: float = 24.0  # the longest a slow point's window is stretched to (benchmarks.windows)
+
+    def windows(self) -> WindowPolicy:
+        return WindowPolicy(self.duration_s, self.warmup_s, max_duration_s=self.max_window_s)
 
 
 @dataclass
@@ -95,9 +100,10 @@ def plan_from_args(args: argparse.Namespace) -> MinilmPlan:
         concurrency = [1, 4] if args.concurrency == "1,4,16,64" else parse_concurrency(args.concurrency)
         return MinilmPlan(concurrency, min(args.duration, 2.0), min(args.warmup, 0.5), sentences=64, batch=8,
                           batch_concurrency=2, groups=groups, quick=True, ladder_rounds=1,
-                          infinity_venv=getattr(args, "infinity_venv", None))
+                          infinity_venv=getattr(args, "infinity_venv", None), max_window_s=min(args.duration, 2.0))
     return MinilmPlan(parse_concurrency(args.concurrency), args.duration, args.warmup, groups=groups,
-                      infinity_venv=getattr(args, "infinity_venv", None), ladder_rounds=getattr(args, "ladder_rounds", 2))
+                      infinity_venv=getattr(args, "infinity_venv", None), ladder_rounds=getattr(args, "ladder_rounds", 2),
+                      max_window_s=max(args.duration, getattr(args, "max_window", 24.0)))
 
 
 def parse_concurrency(text: str) -> list[int]:
@@ -159,10 +165,12 @@ class Recorder:
         self.rows: list[dict] = []
         self.latencies: dict[tuple[str, int, int], list[float]] = {}
         self.problems: list[dict] = []
+        self.rates = RateBook()  # sizes each configuration's next window
         self.t0 = time.monotonic()
 
     def add(self, row: dict, latencies: list[float]) -> None:
         self.rows.append(row)
+        self.rates.note(row["config"], row["sentences_per_s"])
         self.latencies[(row["config"], row["concurrency"], row["batch"])] = latencies
         elapsed = time.monotonic() - self.t0
         print(f"[compare] {row['config']} c={row['concurrency']} batch={row['batch']}: "
@@ -192,15 +200,17 @@ def served_rows(recorder: Recorder, config: str, family: str, protocol: str, tar
     points = [(c, 1) for c in plan.concurrency] + ([] if single_only else [(plan.batch_concurrency, plan.batch)])
     for concurrency, batch in points:
         key = f"{kind}-{batch}"
+        warmup, window = plan.windows().fit(concurrency, batch, recorder.rates.best(config))
         meter = CpuMeter({"server": server_pid}).start()
         stats = StatsWindow(stats_url, model).start() if stats_url else None
-        result = run_loadgen(target, url, model, inputs.files[key], concurrency, plan, work)
+        result = run_loadgen(target, url, model, inputs.files[key], concurrency,
+                             replace(plan, duration_s=window, warmup_s=warmup), work)
         cores = meter.stop()
         row = make_row(config, family, protocol, concurrency, batch, result["latencies_ms"], result["throughput_rps"],
                        result["errors"], inputs.tokens_per_request[key], description,
                        cpu_server_cores=cores.get("server"), cpu_loadgen_cores=round(result["cpu_cores"], 3),
                        server_side=stats.stop() if stats else None, check=check, precision=precision,
-                       model_variant=model)
+                       model_variant=model, warmup_s=warmup, window_s=window)
         recorder.add(row, result["latencies_ms"])
 
 
@@ -214,20 +224,25 @@ def inprocess_rows(recorder: Recorder, st_model, onnx: dict[str, Path | None], e
     points = [(c, c, 1) for c in plan.concurrency] + [(1, plan.batch, plan.batch)]
     mean_tokens = float(np.mean(inputs.tokens))
 
-    def add(config: str, point: tuple[int, int, int], m, description: str, check: dict | None) -> None:
+    def window(config: str, point: tuple[int, int, int]) -> tuple[float, float]:
+        return plan.windows().fit(1, point[1], recorder.rates.best(config))  # one caller, calls of point[1] sentences
+
+    def add(config: str, point: tuple[int, int, int], m, description: str, check: dict | None,
+            fitted: tuple[float, float]) -> None:
         concurrency, per_call, batch = point
         rps = m.throughput_rps / batch  # m counts sentences; a batch-mix request is 32 of them
         recorder.add(make_row(config, "in-process", "in-process", concurrency, batch, m.latencies_ms, rps, m.errors,
                               mean_tokens * batch, description, cpu_server_cores=m.cpu_cores, check=check,
-                              sentences_per_call=per_call,
+                              sentences_per_call=per_call, warmup_s=fitted[0], window_s=fitted[1],
                               precision="int8" if config.endswith("int8") else "fp32"), m.latencies_ms)
 
     if "sentence-transformers" in plan.groups:
         for point in points:
-            m = inprocess.run_sentence_transformers(st_model, inputs.sentences, point[1], plan.duration_s, plan.warmup_s)
+            warmup, duration = fitted = window("sentence-transformers", point)
+            m = inprocess.run_sentence_transformers(st_model, inputs.sentences, point[1], duration, warmup)
             add("sentence-transformers", point, m,
                 "SentenceTransformer.encode (PyTorch), one call of `concurrency` sentences (ideal batching); batch mix: "
-                "calls of 32", None)
+                "calls of 32", None, fitted)
     if "onnxruntime" not in plan.groups:
         return
     for precision in ("fp32", "int8"):
@@ -250,11 +265,11 @@ def inprocess_rows(recorder: Recorder, st_model, onnx: dict[str, Path | None], e
             recorder.stopped(config, f"ONNX Runtime could not run {path.name}: {type(exc).__name__}: {exc}")
             continue
         for point in points:
-            m = inprocess.run_onnxruntime_text(session, encoder, inputs.sentences, point[1], plan.duration_s,
-                                               plan.warmup_s)
+            warmup, duration = fitted = window(config, point)
+            m = inprocess.run_onnxruntime_text(session, encoder, inputs.sentences, point[1], duration, warmup)
             add(config, point, m, f"ONNX Runtime {precision.upper()} ({path.name}"
                 + (f"; {onnx['int8_source']}" if precision == "int8" else "") + ") with tokenization, "
-                "one call of `concurrency` sentences (ideal batching); batch mix: calls of 32", check)
+                "one call of `concurrency` sentences (ideal batching); batch mix: calls of 32", check, fitted)
 
 
 # -- our Triton ------------------------------------------------------------------------------------------------------------

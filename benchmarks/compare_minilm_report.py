@@ -17,13 +17,25 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.windows import WindowPolicy
 from common.files import atomic_write_json, atomic_write_text
+
+WINDOW_ROUNDS = WindowPolicy.rounds
 
 OURS = ("triton", "tuning")  # our served configurations: the main rows and the tuning ladder's steps
 
 
+MIN_REQUESTS_PER_CALLER = 3  # fewer completed requests per caller than this and a row is too thin to compare
+
+
+def enough_requests(row: dict) -> bool:
+    """Whether every caller of a row completed a few requests in its window (in-process rows have one caller)."""
+    callers = 1 if row["family"] == "in-process" else row["concurrency"]
+    return row["requests"] >= MIN_REQUESTS_PER_CALLER * callers
+
+
 def _measured(rows: list[dict], predicate) -> list[dict]:
-    return [r for r in rows if r["batch"] == 1 and r["requests"] > 0 and predicate(r)]
+    return [r for r in rows if r["batch"] == 1 and r["requests"] > 0 and enough_requests(r) and predicate(r)]
 
 
 def _best(rows: list[dict], predicate) -> dict | None:
@@ -194,8 +206,10 @@ def write_outputs(rows: list[dict], latencies: dict, plan, machine: dict, proble
           f"{sentences.get('min_tokens')}-{sentences.get('max_tokens')} tokens, mean {sentences.get('mean_tokens')}), "
           f"the same for every configuration; single-sentence requests at concurrency "
           f"{'/'.join(map(str, plan.concurrency))}, plus a batch mix of {plan.batch}-sentence requests (served: "
-          f"{plan.batch_concurrency} in flight; in-process: calls of {plan.batch}); {plan.duration_s:g} s measured per "
-          f"point after {plan.warmup_s:g} s warm-up; load generator on the same machine"
+          f"{plan.batch_concurrency} in flight; in-process: calls of {plan.batch}); each point measured for at least "
+          f"{plan.duration_s:g} s after at least {plan.warmup_s:g} s warm-up, stretched to {WINDOW_ROUNDS:g} request "
+          f"times (warm-up: 1.5) of the configuration's rate so far, at most {plan.max_window_s:g} s (the window and "
+          f"completed-request columns); load generator on the same machine"
           + (" (**--quick**: a smoke run, not a measurement)" if plan.quick else "") + f". Run took {elapsed_s:.0f} s.",
           "", "## Machine and versions", "",
           f"{machine['cpu_model']}, {machine['cpu_cores']} cores, {machine['memory_gib']} GiB, GPUs: "
@@ -220,12 +234,15 @@ def write_outputs(rows: list[dict], latencies: dict, plan, machine: dict, proble
     md += ["## Results", "",
            "Every configuration first embedded the same check sentences; its agreement with sentence-transformers "
            "(minimum cosine) is in the last column, and its timing counts only above 0.999 (INT8: 0.99).", "",
-           "| config | protocol | c | batch | sentences/s | tokens/s | p50 ms | p95 ms | p99 ms | errors | server cores | "
-           "load-gen cores | min cosine |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           f"Rows marked * completed fewer than {MIN_REQUESTS_PER_CALLER} requests per caller in their window: too thin "
+           "to compare, and the targets ignore them.", "",
+           "| config | protocol | c | batch | sentences/s | tokens/s | p50 ms | p95 ms | p99 ms | errors | requests | "
+           "window s | server cores | load-gen cores | min cosine |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         check = r.get("check") or {}
         md.append(f"| {r['config']} | {r['protocol']} | {r['concurrency']} | {r['batch']} | {r['sentences_per_s']:.0f} | "
                   f"{r['tokens_per_s']:.0f} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['errors']} | "
+                  f"{r['requests']}{'' if enough_requests(r) else '*'} | {_cell(r.get('window_s'))} | "
                   f"{_cell(r['cpu_server_cores'])} | {_cell(r['cpu_loadgen_cores'])} | {_cell(check.get('min_cosine'))} |")
     breakdown = breakdown_lines(rows)
     if breakdown:
@@ -248,7 +265,7 @@ def write_outputs(rows: list[dict], latencies: dict, plan, machine: dict, proble
     atomic_write_text(results_dir / "compare-minilm-report.md", "\n".join(md) + "\n")
     summary = {"targets": targets, "target_lines": target_lines, "not_measured": problems, "machine": machine,
                "facts": facts, "plan": {"concurrency": plan.concurrency, "duration_s": plan.duration_s,
-                                        "warmup_s": plan.warmup_s, "batch": plan.batch, "quick": plan.quick,
+                                        "warmup_s": plan.warmup_s, "max_window_s": plan.max_window_s, "batch": plan.batch, "quick": plan.quick,
                                         "configs": list(plan.groups)},
                "elapsed_s": round(elapsed_s, 1), "plots": [str(p) for p in plots]}
     atomic_write_json(results_dir / "compare-minilm-summary.json", summary)

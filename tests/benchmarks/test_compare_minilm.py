@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def row(config: str, family: str, concurrency: int, rps: float, p50: float, p99: float, batch: int = 1,
-        precision: str = "fp32") -> dict:
-    r = make_row(config, family, "grpc", concurrency, batch, [p50] * 10, rps, {}, 100.0 * batch, "test",
+        precision: str = "fp32", requests: int | None = None) -> dict:
+    requests = 3 * concurrency if requests is None else requests  # enough per caller to count, unless told
+    r = make_row(config, family, "grpc", concurrency, batch, [p50] * requests, rps, {}, 100.0 * batch, "test",
                  precision=precision)
     r["p50_ms"], r["p99_ms"] = p50, p99
     return r
@@ -48,7 +49,8 @@ def test_targets_met_missed_and_not_evaluated_with_the_reason():
     rows = [row("triton-grpc-text", "triton", 64, 600, 40, 90), row("triton-grpc-text", "triton", 1, 80, 9, 12),
             row("infinity", "peer", 64, 400, 80, 100), row("fastapi-sentence-transformers", "baseline", 64, 150, 300, 500),
             row("onnxruntime-fp32", "in-process", 64, 700, 50, 60), row("sentence-transformers", "in-process", 1, 90, 11, 13),
-            row("triton-grpc-text", "triton", 4, 9999, 1, 1, batch=32)]  # batch-mix rows never count for targets
+            row("triton-grpc-text", "triton", 4, 9999, 1, 1, batch=32),  # batch-mix rows never count for targets
+            row("triton-http-text", "triton", 64, 9999, 1, 1, requests=64)]  # one request per caller: too thin
     targets = evaluate_targets(rows, [1, 4, 16, 64])
     assert [t["met"] for t in targets] == [True, False, True, True]
     assert "600 vs 400 sentences/s = 1.50x" in targets[0]["numbers"]
@@ -129,6 +131,24 @@ def test_peer_request_bodies_and_the_infinity_command(tmp_path):
     command = server_command(InfinityEnv(tmp_path, None, False), tmp_path / "model", 1234)
     assert command[1] == "v2" and "--engine" in command and command[command.index("--batch-size") + 1] == "32"
     assert command[command.index("--port") + 1] == "1234" and command[command.index("--host") + 1] == "127.0.0.1"
+
+
+def test_windows_stretch_to_the_points_request_time_within_the_cap():
+    from benchmarks.windows import RateBook, WindowPolicy
+
+    policy = WindowPolicy(duration_s=4.0, warmup_s=1.0, max_duration_s=24.0)
+    assert policy.fit(1, 1, None) == (1.0, 4.0)  # a configuration's first point: the minimum window
+    assert policy.fit(16, 1, 400.0) == (1.0, 4.0)  # fast points keep it
+    assert policy.fit(64, 1, 40.0) == (2.4, 8.0)  # 1.6 s per request: 5 request times, warm-up 1.5
+    assert policy.fit(64, 1, 8.0) == (8.0, 24.0)  # 8 s per request: capped
+    assert WindowPolicy(2.0, 0.5, max_duration_s=2.0).fit(64, 1, 8.0) == (8.0, 2.0)  # --quick keeps its short windows
+    book = RateBook()
+    book.note("infinity", 20.0), book.note("infinity", 12.0), book.note("fastapi", 5.0)
+    assert book.best("infinity") == 20.0 and book.best("triton") is None
+    report_row = row("triton-grpc-text", "triton", 64, 10, 5, 8, requests=100)
+    from benchmarks.compare_minilm_report import enough_requests
+    assert not enough_requests(report_row) and enough_requests(row("sentence-transformers", "in-process", 64, 1, 1, 1,
+                                                                   requests=3))
 
 
 def test_outputs_have_the_rows_report_and_plots(tmp_path):
