@@ -170,6 +170,10 @@ class CpuRuntimeConfig(Strict):
     allow_spinning: bool = Field(False, description="busy-wait threads compete with Triton's own on few cores")
     graph_optimization_level: Literal["ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"] = "ORT_ENABLE_ALL"
     execution_mode: Literal["sequential", "parallel"] = "sequential"
+    max_padding_ratio: float = Field(
+        1.25, ge=0, description="requests merged into one ONNX Runtime run carry at most this many padded tokens per "
+                                "real one; a batch of very different lengths runs as several runs of similar length "
+                                "(0 = always one run, padded to the longest). Only for inputs the runtime pads")
     queue_policy: bool = Field(
         False, description="write serving.dynamic_batching.queue into the python-backend configs too. Off by default: "
                            "on Triton 2.51 (the nvidia-pytriton wheel) any default_queue_policy field makes about 0.3-0.6 % "

@@ -172,6 +172,7 @@ def cpu_config(name: str, manifest: Manifest, profiles: Sequence[Profile], setti
         "graph_optimization_level": rt.graph_optimization_level,
         "execution_mode": rt.execution_mode,
         "pad_values": pads,
+        "max_padding_ratio": str(rt.max_padding_ratio),
         "max_dims": max_dims(profiles),
         "token_inputs": token_inputs(manifest, vocab_size),
     })

@@ -15,6 +15,8 @@ Every knob is a string parameter of ``config.pbtxt`` (written by ``python -m bui
 ``execution_mode``                  ``sequential`` or ``parallel``
 ``pad_values``                      JSON ``{input: value}``: inputs whose trailing axes may be right-padded to merge
                                     requests of different lengths (only for models whose outputs do not depend on it)
+``max_padding_ratio``               merged runs hold at most this many padded tokens per real one (e.g. ``1.25``);
+                                    requests of very different lengths then run in several runs (``0``: one run)
 ``max_dims``                        JSON ``{input: [max per non-batch axis]}``: larger requests are refused alone
 ``token_inputs``                    JSON ``{input: {"vocab_size": V, "pad_id": P}}``: token-id inputs; ids must lie
                                     in ``[0, V)`` (the tokenizer's vocabulary) and every row needs one id != P
@@ -37,6 +39,11 @@ so a backlog of abandoned requests drains at once instead of being computed for 
 its own error response), merges the rest along the batch axis (right-padding the ``pad_values`` inputs, grouping by
 shape otherwise), runs ONNX Runtime once per group, and hands each request its slice of the outputs. If a merged run
 fails, the group is re-run request by request so only the request that caused it gets the error.
+
+Padding is compute: a 13-token message merged with a 255-token one costs 255 tokens (and attention grows with the
+square of the length), so on a CPU one run of everything the batcher gathered can cost more than the requests alone.
+With ``max_padding_ratio`` the requests of a group are sorted by length and cut into runs whose padded size stays
+within that ratio of their real size (:func:`length_runs`); each request still gets exactly its own answer.
 """
 import json
 import os
@@ -77,6 +84,26 @@ class InvalidInput(ValueError):
     """A client mistake: answered with Triton's invalid-argument code, never as a server error."""
 
 
+def length_runs(sizes, max_ratio):
+    """Cut requests into runs of similar length: ``sizes`` is ``[(rows, length), ...]`` per request; returns lists of
+    indices into ``sizes``, each list one run whose padded tokens (rows x its longest length) stay within
+    ``max_ratio`` x its real tokens (sum of rows x length). ``max_ratio <= 0``: everything in one run."""
+    order = sorted(range(len(sizes)), key=lambda i: sizes[i][1])
+    if max_ratio <= 0 or len(order) < 2:
+        return [order]
+    runs, current, rows, real = [], [], 0, 0
+    for i in order:  # ascending length: the request being added is the run's longest
+        n, length = sizes[i]
+        if current and (rows + n) * length > max_ratio * (real + n * length):
+            runs.append(current)
+            current, rows, real = [], 0, 0
+        current.append(i)
+        rows += n
+        real += n * length
+    runs.append(current)
+    return runs
+
+
 def _parameters(config):
     return {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
 
@@ -104,6 +131,7 @@ class TritonPythonModel:
         self.output_names = [item["name"] for item in config["output"]]
         pads = json.loads(params.get("pad_values", "{}"))
         self.pad_values = [pads.get(name) for name in self.input_names]
+        self.max_padding_ratio = float(params.get("max_padding_ratio", "0"))
         limits = json.loads(params.get("max_dims", "{}"))
         self.max_dims = [tuple(limits[name]) if name in limits else None for name in self.input_names]
         tokens = json.loads(params.get("token_inputs", "{}"))
@@ -234,5 +262,15 @@ class TritonPythonModel:
                 continue
             groups.setdefault(self._group_key(arrays), []).append((index, arrays))
         for group in groups.values():
-            self._run_group(group, responses)
+            for run in self._length_runs(group):
+                self._run_group(run, responses)
         return responses
+
+    def _length_runs(self, group):
+        """``group`` cut into runs of similar length (see :func:`length_runs`); one run without padded inputs."""
+        padded = [k for k, pad in enumerate(self.pad_values) if pad is not None]
+        if not padded or len(group) < 2 or self.max_padding_ratio <= 0:
+            return [group]
+        sizes = [(arrays[padded[0]].shape[0], max(int(np.prod(arrays[k].shape[1:])) for k in padded))
+                 for _, arrays in group]
+        return [[group[i] for i in run] for run in length_runs(sizes, self.max_padding_ratio)]
