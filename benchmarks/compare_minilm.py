@@ -379,11 +379,14 @@ def triton_rows(recorder: Recorder, repo: Path, inputs: Inputs, reference: np.nd
 def ladder_rows(recorder: Recorder, repo: Path, inputs: Inputs, plan: MinilmPlan, work: Path) -> None:
     """Every variant of benchmarks/compare_minilm_variants.py at concurrency 1 and the highest, raw text over gRPC;
     ``plan.ladder_rounds`` interleaved rounds, each step reporting its median (the machine drifts over minutes)."""
-    from benchmarks.compare_minilm_variants import VARIANTS, write_repository
+    from benchmarks.compare_minilm_variants import available, write_repository
     from clients.serve import ServerConfig, TritonServer
 
+    VARIANTS, missing = available(repo)
+    for why in missing:
+        recorder.stopped("tuning", why)
     try:
-        ladder_repo = write_repository(repo, work)
+        ladder_repo = write_repository(repo, work, VARIANTS)
         config = ServerConfig(repository=ladder_repo, http_port=free_port(), grpc_port=free_port(),
                               metrics_port=free_port(), log_file=work / "triton-ladder.log", ready_timeout_s=900)
         print(f"[compare] starting Triton with {len(VARIANTS)} configurations of minilm for the tuning ladder "

@@ -181,7 +181,7 @@ def _plots(rows: list[dict], latencies: dict, results_dir: Path) -> list[Path]:
 def int8_note(facts: dict) -> str:
     source = facts.get("int8_source")
     if source == "builders":
-        return "the builders published an INT8 encoder; see the -int8 rows."
+        return "the builders published an INT8 encoder beside FP32: its step is the last of the ladder."
     if source:
         return (f"the builders did not publish an INT8 encoder (it missed their agreement bound), and the in-process "
                 f"INT8 graph ({source}) faced the same agreement check as every peer (its row, or why it stopped, is "
@@ -256,7 +256,7 @@ def write_outputs(rows: list[dict], latencies: dict, plan, machine: dict, proble
         md += ["", "## What each tuning step bought (raw text over gRPC)", "",
                "The builders' MiniLM configuration changed one thing per step (benchmarks/compare_minilm_variants.py); "
                f"branches are alternatives to the defaults. Each cell is the median of {plan.ladder_rounds} interleaved "
-               "round(s). INT8 is not a step: " + int8_note(facts), ""] + ladder
+               "round(s). INT8: " + int8_note(facts), ""] + ladder
     md += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     errors = [r for r in rows if r["errors"]]
     if errors:

@@ -87,7 +87,7 @@ def test_the_ladder_table_says_what_each_step_bought():
     assert len(table) == 2 + len(VARIANTS)
     assert table[2].startswith(f"| {VARIANTS[0].label} |") and table[2].endswith("|  |")  # the first step: no change
     assert table[3].endswith("| +100 % sentences/s |")  # 200 vs 100
-    assert table[6].endswith("| +67 % vs defaults |")  # the first branch (500) against the defaults l2 (300)
+    assert table[8].endswith("| +75 % vs defaults |")  # the first branch (700) against the defaults l3 (400)
     assert ladder_table([r for r in rows if r["concurrency"] == 1], 64) == []
 
 
