@@ -8,7 +8,6 @@ Run: ``python -m benchmarks.baseline_fastapi --run-dir runs/textclf --port 8100`
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
@@ -16,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
+from common import cli
 from training.export import load_exported
 
 
@@ -52,8 +52,7 @@ def create_app(run_dir: str) -> FastAPI:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.baseline_fastapi", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.command_parser("python -m benchmarks.baseline_fastapi", __doc__)
     parser.add_argument("--run-dir", required=True, help="training run directory (model.safetensors + manifest.json)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8100)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from common import cli
 from common.errors import UserError
 from common.files import atomic_write_json
 from common.plots import save_png
@@ -298,8 +299,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks protocols", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.command_parser("python -m benchmarks protocols", __doc__)
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

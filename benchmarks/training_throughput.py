@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import cli
 from common.files import atomic_write_json
 from common.plots import save_png
 
@@ -163,8 +164,7 @@ if __name__ == "__main__":
     from common.errors import run_cli
 
     def _main(argv=None):
-        parser = argparse.ArgumentParser(prog="python -m benchmarks.training_throughput", description=__doc__,
-                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser = cli.command_parser("python -m benchmarks.training_throughput", __doc__)
         add_arguments(parser)
         return run(parser.parse_args(argv))
 

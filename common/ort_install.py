@@ -10,11 +10,12 @@ fails an image build that ends up with anything else. ``python -m benchmarks com
 """
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
+
+from common import cli
 
 # every PyPI distribution that provides the ``onnxruntime`` import package
 DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml",
@@ -80,8 +81,7 @@ def inspect_install(version_of: Callable[[str], str] = importlib.metadata.versio
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m common.ort_install", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.command_parser("python -m common.ort_install", __doc__)
     parser.add_argument("--expect", choices=DISTRIBUTIONS, help="fail unless exactly this distribution is installed")
     args = parser.parse_args(argv)
     install = inspect_install()

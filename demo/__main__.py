@@ -17,6 +17,7 @@ from typing import Sequence
 
 from common import system_packages
 from common.config import load_config
+from common import cli
 from common.errors import UserError, run_cli
 from common.processes import death_signal_for_this_thread
 from common.processes import stop as stop_process
@@ -63,12 +64,13 @@ def run_command(args: list[str], what: str) -> None:
                         "(finished steps are resumed, not redone)")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="demo settings (default demo/demo.toml)")
     parser.add_argument("--load-duration", type=float, help="seconds of Locust load (default from the config: 20)")
-    args = parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = cli.command_parser("python -m demo", __doc__, add_arguments).parse_args(argv)
     system_packages.ensure("demo")  # seconds, before any work: Prometheus is needed only at step 5
     config = load_config(DemoConfig, args.config, {"load.duration_s": args.load_duration})
     signal.signal(signal.SIGTERM, _interrupt)

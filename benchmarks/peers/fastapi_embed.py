@@ -10,7 +10,6 @@ answers ``{"embeddings": [[...], ...]}``.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -20,6 +19,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import uvicorn  # noqa: E402
 from fastapi import FastAPI, HTTPException  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
+
+from common import cli  # noqa: E402
 
 
 class EmbedRequest(BaseModel):
@@ -51,8 +52,7 @@ def create_app(model_dir: str) -> FastAPI:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.peers.fastapi_embed", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.command_parser("python -m benchmarks.peers.fastapi_embed", __doc__)
     parser.add_argument("--model-dir", required=True, help="sentence-transformers model folder")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8100)

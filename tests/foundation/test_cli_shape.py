@@ -80,7 +80,7 @@ def _argparse_constructions(path: Path) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("package", ["builders", "training"])
+@pytest.mark.parametrize("package", ["builders", "training", "clients", "monitoring", "benchmarks", "deploy", "demo"])
 def test_no_component_builds_its_own_argparse_tree(package):
     found = [hit for path in sorted((ROOT / package).rglob("*.py")) for hit in _argparse_constructions(path)]
     assert found == [], f"use common.cli (build_parser / command_parser / command_args) instead: {found}"
