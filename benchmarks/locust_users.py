@@ -19,6 +19,7 @@ from locust import FastHttpUser, User, constant, task
 from benchmarks.load_settings import LoadSettings
 from benchmarks.payloads import load_payloads
 from clients.embeddings import vector_problem
+from clients.transports.adapters import GRPC_INFER_GRACE_S
 
 grpc_gevent.init_gevent()  # grpcio must cooperate with gevent, or one call blocks every simulated user
 
@@ -140,10 +141,13 @@ class TritonGrpcUser(User):
         try:
             # the deadline also travels to the server, whose CPU runtimes drop requests that reach them after it
             # (builders/runtime/onnx_model.py): the CPU path's overload bound, as Triton 2.51 cannot queue-bound it
+            # gRPC's own deadline is a backstop a grace period later: cancellations racing completions at overload
+            # rates crash Triton 2.51's gRPC frontend (see clients.transports.adapters.GRPC_INFER_GRACE_S), and the
+            # server answers a late request UNAVAILABLE itself, which Locust counts as a rejection
             deadline = {"deadline_unix_ms": int((time.time() + SETTINGS.request_timeout_s) * 1000)}
             result = self.client.infer(SETTINGS.model, inputs, model_version=SETTINGS.model_version,
-                                       outputs=self.outputs, client_timeout=SETTINGS.request_timeout_s,
-                                       parameters=deadline)
+                                       outputs=self.outputs, parameters=deadline,
+                                       client_timeout=SETTINGS.request_timeout_s + GRPC_INFER_GRACE_S)
             length = result.get_response().ByteSize()
             problem = self.check(result)
             if problem:

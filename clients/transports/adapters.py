@@ -53,6 +53,9 @@ class HttpAdapter:
     def deadline_kwargs(self, deadline: float) -> dict[str, Any]:
         return {}
 
+    def infer_deadline_kwargs(self, deadline: float) -> dict[str, Any]:
+        return self.deadline_kwargs(deadline)
+
     @staticmethod
     def admin_header() -> str:
         """The header that carries the admin token on calls to Triton's restricted APIs."""
@@ -106,6 +109,15 @@ class HttpAdapter:
         return f"{response.get('name', 'triton')} {response.get('version', '?')}"
 
 
+# How long after the caller's deadline gRPC's own deadline of an inference fires. The caller's deadline is kept
+# locally and travels to the server (``deadline_unix_ms``), whose CPU runtimes answer a late request UNAVAILABLE at
+# once; gRPC's deadline is only the backstop for a server that does not answer at all. Triton 2.51's gRPC frontend
+# crashes (SIGSEGV in ModelInferHandler) when cancellations race completed requests at a high rate, which is what
+# gRPC deadlines expiring server-side under overload produce (seen here at c=256 with a 100 ms deadline:
+# triton-inference-server/server#7368, fixed by #7840 in later releases), so an abandoned call is left to finish.
+GRPC_INFER_GRACE_S = 2.0
+
+
 class GrpcAdapter(HttpAdapter):
     protocol = "grpc"
 
@@ -115,6 +127,10 @@ class GrpcAdapter(HttpAdapter):
 
     def deadline_kwargs(self, deadline: float) -> dict[str, Any]:
         return {"client_timeout": deadline}
+
+    def infer_deadline_kwargs(self, deadline: float) -> dict[str, Any]:
+        """gRPC's deadline for an inference whose caller waits ``deadline`` (see :data:`GRPC_INFER_GRACE_S`)."""
+        return {"client_timeout": deadline + GRPC_INFER_GRACE_S}
 
     @staticmethod
     def admin_header() -> str:

@@ -8,6 +8,7 @@ aiohttp sessions and grpc.aio channels belong to the loop that created them.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -18,6 +19,12 @@ import tritonclient.http.aio as http_aio
 
 from clients.settings import ConnectionSettings, RetryPolicy
 from clients.transports.adapters import GrpcAdapter, HttpAdapter, ShmBinding, grpc_channel_args, read_outputs
+
+
+def _consume(task: "asyncio.Future") -> None:
+    """Retrieve an abandoned call's outcome, so asyncio does not report it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 class AsyncTransport:
@@ -82,8 +89,16 @@ class AsyncTransport:
         # the attempt's deadline travels to the server too: the CPU runtimes drop requests that reach them after it
         # (Triton 2.51 cannot bound their queues; see builders/runtime/onnx_model.py)
         extra["parameters"] = {"deadline_unix_ms": int((time.time() + deadline) * 1000)}
-        result = await self._call(deadline, "infer", model, infer_inputs, model_version=version, outputs=requested,
-                                  **extra)
+        call = getattr(self._client(), "infer")(model, infer_inputs, model_version=version, outputs=requested, **extra,
+                                                **self.adapter.infer_deadline_kwargs(deadline))
+        if self.protocol != "grpc":
+            result = await call
+        else:
+            # the retry runner cancels this coroutine at the deadline; the RPC itself is shielded and left to the
+            # server, which answers a late request at once (see clients.transports.adapters.GRPC_INFER_GRACE_S)
+            task = asyncio.ensure_future(call)
+            task.add_done_callback(_consume)
+            result = await asyncio.shield(task)
         return read_outputs(self.adapter, result, outputs, binding)
 
     async def register_system_shm(self, name: str, key: str, byte_size: int, deadline: float) -> None:

@@ -84,8 +84,11 @@ class SyncTransport(ABC):
         # the attempt's deadline travels to the server too: the CPU runtimes drop requests that reach them after it
         # (Triton 2.51 cannot bound their queues; see builders/runtime/onnx_model.py)
         extra["parameters"] = {"deadline_unix_ms": int((time.time() + deadline) * 1000)}
-        result = self._call(deadline, "infer", model, infer_inputs, model_version=version, outputs=requested, **extra)
+        result = self._infer_call(deadline, model, infer_inputs, model_version=version, outputs=requested, **extra)
         return read_outputs(self.adapter, result, outputs, binding)
+
+    def _infer_call(self, deadline: float, model: str, inputs: list, **kwargs: Any) -> Any:
+        return self._call(deadline, "infer", model, inputs, **kwargs)
 
     def register_system_shm(self, name: str, key: str, byte_size: int, deadline: float) -> None:
         self._call(deadline, "register_system_shared_memory", name, key, byte_size, **self._admin)
@@ -114,6 +117,25 @@ class SyncGrpcTransport(SyncTransport):
 
     def _client(self):
         return self._grpc
+
+    def _infer_call(self, deadline: float, model: str, inputs: list, **kwargs: Any) -> Any:
+        """The caller waits ``deadline``; the call itself is not cancelled then but left to the server, which answers
+        a late request at once (see :data:`clients.transports.adapters.GRPC_INFER_GRACE_S`)."""
+        done = threading.Event()
+        outcome: list = []
+
+        def callback(result, error) -> None:
+            outcome.append((result, error))
+            done.set()
+
+        self._grpc.async_infer(model, inputs, callback, **kwargs, **self.adapter.infer_deadline_kwargs(deadline))
+        if not done.wait(deadline):
+            raise InferenceServerException(msg=f"Deadline Exceeded (no answer within {deadline:.3g} s)",
+                                           status="StatusCode.DEADLINE_EXCEEDED")
+        result, error = outcome[0]
+        if error is not None:
+            raise error
+        return result
 
     def close(self) -> None:
         self._grpc.close()

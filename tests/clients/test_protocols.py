@@ -201,6 +201,47 @@ def test_a_slow_answer_ends_at_the_deadline_and_is_not_retried(triton, protocol,
     time.sleep(1.3)  # let the server finish the abandoned request before the next test uses slow
 
 
+@pytest.mark.parametrize("style", ["sync", "async"])
+def test_an_abandoned_grpc_inference_is_left_to_the_server_not_cancelled(triton, style, monkeypatch):
+    """Cancellations racing completions crash Triton 2.51's gRPC frontend under overload (server#7368): the caller
+    stops waiting at its deadline, while the RPC's own gRPC deadline is a grace period later and the server, told the
+    caller's deadline, answers first."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.grpc.aio as grpc_aio
+
+    from clients.transports.adapters import GRPC_INFER_GRACE_S
+
+    seen = []
+    for module, name in ((grpcclient.InferenceServerClient, "async_infer"), (grpc_aio.InferenceServerClient, "infer")):
+        original = getattr(module, name)
+
+        def recording(self, *args, _original=original, **kwargs):
+            seen.append(kwargs.get("client_timeout"))
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(module, name, recording)
+    before = _inference_count_of(triton, "slow")
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match="within the 0.3 s deadline"):
+        call(style, "grpc", triton.grpc_url, "infer", "slow", np.array([[1.0]], np.float32),
+             retry={"timeout_s": 0.3, "budget_s": 5.0})
+    assert time.monotonic() - started < 1.0  # the caller got its answer at its deadline
+    assert len(seen) == 1 and seen[0] > 0.3 + GRPC_INFER_GRACE_S - 0.1  # gRPC's deadline: after the grace
+    deadline = time.monotonic() + 5
+    while _inference_count_of(triton, "slow") == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _inference_count_of(triton, "slow") == before + 1  # the server ran it to the end
+
+
+def _inference_count_of(triton, model: str) -> int:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{triton.http_url}/v2/models/{model}/stats", timeout=5) as response:
+        stats = json.loads(response.read())["model_stats"]
+    return sum(int(s["inference_count"]) for s in stats)
+
+
 def test_health_checks(triton, protocol):
     with TritonClient(url_for(triton, protocol), protocol) as client:
         assert client.live() and client.ready() and client.model_ready("toy")
