@@ -153,11 +153,21 @@ class TritonGrpcUser(User):
             if problem:
                 error = WrongAnswer(problem)
         except InferenceServerException as exc:
-            error = exc
+            error = TritonFailure.of(exc)
         elapsed = time.perf_counter() - start
         self.environment.events.request.fire(request_type="grpc", name=SETTINGS.model, response_time=elapsed * 1000.0,
                                              response_length=length, exception=error, context={})
         _record_client_metrics(elapsed, error is None)
+
+
+class TritonFailure(Exception):
+    """A failed gRPC call, named by its status and message (tritonclient's exception prints as
+    ``InferenceServerException()``, so Locust's failure table could not tell a rejection from a crash)."""
+
+    @classmethod
+    def of(cls, exc) -> "TritonFailure":
+        message = (exc.message() or "").splitlines()[0][:120] if exc.message() else ""
+        return cls(f"{exc.status() or 'no status'}: {message or 'no message'}")
 
 
 class WrongAnswer(Exception):
