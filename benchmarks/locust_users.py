@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 import time
 
 import grpc.experimental.gevent as grpc_gevent
@@ -166,7 +167,8 @@ class TritonFailure(Exception):
 
     @classmethod
     def of(cls, exc) -> "TritonFailure":
-        message = (exc.message() or "").splitlines()[0][:120] if exc.message() else ""
+        message = (exc.message() or "").splitlines()[0] if exc.message() else ""
+        message = re.sub(r"\d+(\.\d+)?", "N", message)[:120]  # "deadline passed 31 ms": one kind, not one per ms
         return cls(f"{exc.status() or 'no status'}: {message or 'no message'}")
 
 
