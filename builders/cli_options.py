@@ -63,6 +63,16 @@ def add_source_args(p: argparse.ArgumentParser, onnx_flag: str = "--onnx") -> No
                                                 "or inputs generated from the signature (accuracy gating off)")
 
 
+def add_onnx_step_args(p: argparse.ArgumentParser, onnx_help: str, output_help: str) -> None:
+    """The flags of a step that works on an ONNX file already built (``quantize``, ``tensorrt``): its model source
+    (for held-out data and the signature), the file, the output folder, the settings."""
+    add_source_args(p, "--source-onnx")
+    p.add_argument("--onnx", type=Path, required=True, help=onnx_help)
+    p.add_argument("--output", type=Path, required=True, help=output_help)
+    add_config(p)
+    add_overrides(p)
+
+
 def source_spec(args: argparse.Namespace):
     from builders.sources import SourceSpec
 

@@ -8,7 +8,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Sequence
 
 from common import cli
@@ -18,11 +17,7 @@ from builders import cli_options as opts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    opts.add_source_args(parser, "--source-onnx")
-    parser.add_argument("--onnx", type=Path, required=True, help="the FP32 ONNX file to quantize")
-    parser.add_argument("--output", type=Path, required=True, help="folder for model.int8.onnx and quantize.json")
-    opts.add_config(parser)
-    opts.add_overrides(parser)
+    opts.add_onnx_step_args(parser, "the FP32 ONNX file to quantize", "folder for model.int8.onnx and quantize.json")
 
 
 def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = None) -> int:
