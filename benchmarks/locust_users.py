@@ -156,6 +156,8 @@ class TritonGrpcUser(User):
         except InferenceServerException as exc:
             error = TritonFailure.of(exc)
         elapsed = time.perf_counter() - start
+        if error is None and elapsed > SETTINGS.request_timeout_s:  # what a caller with this deadline gets
+            error = LateAnswer(f"answered after the {SETTINGS.request_timeout_s:g} s deadline")
         self.environment.events.request.fire(request_type="grpc", name=SETTINGS.model, response_time=elapsed * 1000.0,
                                              response_length=length, exception=error, context={})
         _record_client_metrics(elapsed, error is None)
@@ -170,6 +172,10 @@ class TritonFailure(Exception):
         message = (exc.message() or "").splitlines()[0] if exc.message() else ""
         message = re.sub(r"\d+(\.\d+)?", "N", message)[:120]  # "deadline passed 31 ms": one kind, not one per ms
         return cls(f"{exc.status() or 'no status'}: {message or 'no message'}")
+
+
+class LateAnswer(Exception):
+    """An answer that came after the request's deadline: the caller had given up (counted as a failure)."""
 
 
 class WrongAnswer(Exception):
