@@ -408,7 +408,7 @@ def ladder_rows(recorder: Recorder, repo: Path, inputs: Inputs, plan: MinilmPlan
                     before = len(scratch.rows)
                     served_rows(scratch, f"tuning:{variant.name}", "tuning", "grpc", "triton-grpc", server.grpc_url,
                                 model, server.process.pid, server.http_url, inputs, "text", one, work, variant.label,
-                                None, precision=served_precision(repo), single_only=True)
+                                None, precision=variant.precision or served_precision(repo), single_only=True)
                     rounds.setdefault((variant.name, concurrency), []).extend(scratch.rows[before:])
     finally:
         server_cm.__exit__(None, None, None)

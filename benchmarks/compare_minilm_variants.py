@@ -70,6 +70,7 @@ class Variant:
     tokenizer: tuple[Edit, ...] = ()
     ladder: bool = True
     needs: str | None = None  # a file the published encoder version must hold
+    precision: str | None = None  # the encoder's, when the step changes it (default: the published configuration's)
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -81,7 +82,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("l3", "+ merged runs cut by length, padding <= 1.25x (the builders' defaults)"),
     Variant("l4", "+ 2 tokenizer instances", tokenizer=(tokenizer_instances(2),)),
     Variant("l5", "+ the INT8 encoder (per-channel, published beside FP32)", (int8_encoder,),
-            tokenizer=(tokenizer_instances(2),), needs="model.int8.onnx"),
+            tokenizer=(tokenizer_instances(2),), needs="model.int8.onnx", precision="int8"),
     Variant("b_delay", "branch: the defaults with a 2 ms batching delay", (batching_delay(2000),), ladder=False),
     Variant("b_no_batching", "branch: the defaults with dynamic batching off", (no_batching,), ladder=False),
 )

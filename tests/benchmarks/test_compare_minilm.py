@@ -91,6 +91,21 @@ def test_the_ladder_table_says_what_each_step_bought():
     assert ladder_table([r for r in rows if r["concurrency"] == 1], 64) == []
 
 
+def test_each_ladder_step_is_judged_at_its_own_precision():
+    """An INT8 step is compared with the in-process INT8 limit, never the FP32 one (a report once set the INT8 step
+    against ONNX Runtime FP32)."""
+    from benchmarks.compare_minilm_variants import VARIANTS
+
+    int8 = [v for v in VARIANTS if v.needs == "model.int8.onnx"]
+    assert int8 and all(v.precision == "int8" for v in int8)
+    assert all(v.precision is None for v in VARIANTS if v.needs is None)
+    rows = [row("tuning:l5", "tuning", 64, 142, 400, 500, precision="int8"),
+            row("onnxruntime-fp32", "in-process", 1, 86, 10, 12),
+            row("onnxruntime-int8", "in-process", 1, 120, 8, 10, precision="int8")]
+    third = evaluate_targets(rows, [1, 4, 16, 64])[2]
+    assert "tuning:l5 c=64 142 vs onnxruntime-int8 c=1 120 sentences/s" in third["numbers"]
+
+
 def test_plan_quick_subsets_and_bad_flags():
     quick = plan_from_args(args(quick=True, configs="sentence-transformers,triton"))
     assert quick.concurrency == [1, 4] and quick.duration_s == 2.0 and quick.groups == ("sentence-transformers", "triton")
