@@ -378,7 +378,11 @@ def triton_rows(recorder: Recorder, repo: Path, inputs: Inputs, reference: np.nd
 
 def ladder_rows(recorder: Recorder, repo: Path, inputs: Inputs, plan: MinilmPlan, work: Path) -> None:
     """Every variant of benchmarks/compare_minilm_variants.py at concurrency 1 and the highest, raw text over gRPC;
-    ``plan.ladder_rounds`` interleaved rounds, each step reporting its median (the machine drifts over minutes)."""
+    ``plan.ladder_rounds`` interleaved rounds, each step reporting its median (the machine drifts over minutes).
+
+    One Triton in explicit model control loads one variant at a time: every encoder instance keeps ONNX Runtime's
+    arena at its peak (about 1.7 GB after batches of 64 long messages), so eight variants loaded together took more
+    than the machine's memory and thrashed."""
     from benchmarks.compare_minilm_variants import available, write_repository
     from clients.serve import ServerConfig, TritonServer
 
@@ -388,9 +392,10 @@ def ladder_rows(recorder: Recorder, repo: Path, inputs: Inputs, plan: MinilmPlan
     try:
         ladder_repo = write_repository(repo, work, VARIANTS)
         config = ServerConfig(repository=ladder_repo, http_port=free_port(), grpc_port=free_port(),
-                              metrics_port=free_port(), log_file=work / "triton-ladder.log", ready_timeout_s=900)
-        print(f"[compare] starting Triton with {len(VARIANTS)} configurations of minilm for the tuning ladder "
-              f"(log: {config.log_file})", flush=True)
+                              metrics_port=free_port(), log_file=work / "triton-ladder.log", ready_timeout_s=900,
+                              model_control="explicit", load_models=["minilm_tokenizer"])
+        print(f"[compare] starting Triton for the tuning ladder, {len(VARIANTS)} configurations of minilm loaded one "
+              f"at a time (log: {config.log_file})", flush=True)
         server_cm = TritonServer(config)
         server = server_cm.__enter__()
     except Exception as exc:  # the ladder stops; the measured rows stand
@@ -403,6 +408,7 @@ def ladder_rows(recorder: Recorder, repo: Path, inputs: Inputs, plan: MinilmPlan
         for _ in range(plan.ladder_rounds):
             for variant in VARIANTS:
                 model = f"minilm_text_{variant.name}"
+                _load_alone(server, model)
                 for concurrency in sorted({1, top}):
                     one = MinilmPlan(**{**plan.__dict__, "concurrency": [concurrency]})
                     before = len(scratch.rows)
@@ -418,6 +424,28 @@ def ladder_rows(recorder: Recorder, repo: Path, inputs: Inputs, plan: MinilmPlan
         median["rounds"] = [{"throughput_rps": r["throughput_rps"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"]}
                             for r in runs]
         recorder.rows.append(median)
+
+
+def _load_alone(server, model: str) -> None:
+    """Load ``model`` (an ensemble: with its steps) and unload every other ladder model first."""
+    import tritonclient.http as httpclient
+
+    from clients.admin_token import ADMIN_HEADER
+
+    client = httpclient.InferenceServerClient(server.http_url, network_timeout=900.0)
+    headers = {ADMIN_HEADER: server.admin_token}
+    try:
+        for entry in client.get_model_repository_index(headers=headers):
+            if entry.get("state") == "READY" and entry["name"].startswith("minilm_text_") and entry["name"] != model:
+                client.unload_model(entry["name"], headers=headers, unload_dependents=True)
+        deadline = time.monotonic() + 120
+        while any(e.get("state") == "READY" and e["name"].startswith("minilm_") and e["name"] != "minilm_tokenizer"
+                  and not e["name"].endswith(model.removeprefix("minilm_text"))
+                  for e in client.get_model_repository_index(headers=headers)) and time.monotonic() < deadline:
+            time.sleep(0.5)  # unloading finishes in the background
+        client.load_model(model, headers=headers)
+    finally:
+        client.close()
 
 
 # -- peers -----------------------------------------------------------------------------------------------------------------
