@@ -43,7 +43,7 @@ from benchmarks.compare import run_loadgen, summarize
 from benchmarks.cpu_usage import CpuMeter
 from benchmarks.peers.infinity import PeerUnavailable
 from benchmarks.triton_stats import StatsWindow
-from benchmarks.windows import RateBook, WindowPolicy
+from benchmarks.windows import RateBook, WindowPolicy, refit_rate
 from common.errors import UserError
 from common.net import free_port, wait_http_ok
 from common.processes import stop as stop_process
@@ -200,18 +200,34 @@ def served_rows(recorder: Recorder, config: str, family: str, protocol: str, tar
     points = [(c, 1) for c in plan.concurrency] + ([] if single_only else [(plan.batch_concurrency, plan.batch)])
     for concurrency, batch in points:
         key = f"{kind}-{batch}"
-        warmup, window = plan.windows().fit(concurrency, batch, recorder.rates.best(config))
-        meter = CpuMeter({"server": server_pid}).start()
-        stats = StatsWindow(stats_url, model).start() if stats_url else None
-        result = run_loadgen(target, url, model, inputs.files[key], concurrency,
-                             replace(plan, duration_s=window, warmup_s=warmup), work)
-        cores = meter.stop()
-        row = make_row(config, family, protocol, concurrency, batch, result["latencies_ms"], result["throughput_rps"],
-                       result["errors"], inputs.tokens_per_request[key], description,
-                       cpu_server_cores=cores.get("server"), cpu_loadgen_cores=round(result["cpu_cores"], 3),
-                       server_side=stats.stop() if stats else None, check=check, precision=precision,
-                       model_variant=model, warmup_s=warmup, window_s=window)
+        rate = recorder.rates.last(config)
+        for attempt in (1, 2):  # a second, longer window when the first completed too few requests per caller
+            warmup, window = plan.windows().fit(concurrency, batch, rate)
+            meter = CpuMeter({"server": server_pid}).start()
+            stats = StatsWindow(stats_url, model).start() if stats_url else None
+            result = run_loadgen(target, url, model, inputs.files[key], concurrency,
+                                 replace(plan, duration_s=window, warmup_s=warmup), work)
+            cores = meter.stop()
+            row = make_row(config, family, protocol, concurrency, batch, result["latencies_ms"],
+                           result["throughput_rps"], result["errors"], inputs.tokens_per_request[key], description,
+                           cpu_server_cores=cores.get("server"), cpu_loadgen_cores=round(result["cpu_cores"], 3),
+                           server_side=stats.stop() if stats else None, check=check, precision=precision,
+                           model_variant=model, warmup_s=warmup, window_s=window)
+            if not _measure_again(row, attempt, window, plan):
+                break
+            rate = refit_rate(row["sentences_per_s"])
         recorder.add(row, result["latencies_ms"])
+
+
+def _measure_again(row: dict, attempt: int, window: float, plan: MinilmPlan) -> bool:
+    """Whether a point's first window was too thin (and shorter than the cap), saying so."""
+    from benchmarks.compare_minilm_report import enough_requests
+
+    if attempt > 1 or enough_requests(row) or window >= plan.max_window_s:
+        return False
+    print(f"[compare] {row['config']} c={row['concurrency']} batch={row['batch']}: only {row['requests']} requests "
+          f"completed in {window:g} s; measuring again with a window sized from that rate", flush=True)
+    return True
 
 
 # -- in-process ------------------------------------------------------------------------------------------------------------
@@ -224,8 +240,19 @@ def inprocess_rows(recorder: Recorder, st_model, onnx: dict[str, Path | None], e
     points = [(c, c, 1) for c in plan.concurrency] + [(1, plan.batch, plan.batch)]
     mean_tokens = float(np.mean(inputs.tokens))
 
-    def window(config: str, point: tuple[int, int, int]) -> tuple[float, float]:
-        return plan.windows().fit(1, point[1], recorder.rates.best(config))  # one caller, calls of point[1] sentences
+    def measured(config: str, point: tuple[int, int, int], run):
+        """``run(duration, warmup)`` in a window fitted to one caller making calls of ``point[1]`` sentences; again,
+        longer, when the first window completed too few calls. Returns the measurement and its (warm-up, window)."""
+        rate = recorder.rates.last(config)
+        for attempt in (1, 2):
+            fitted = plan.windows().fit(1, point[1], rate)
+            m = run(fitted[1], fitted[0])
+            thin = {"config": config, "family": "in-process", "concurrency": point[0], "batch": point[2],
+                    "requests": len(m.latencies_ms)}
+            if not _measure_again(thin, attempt, fitted[1], plan):
+                break
+            rate = refit_rate(m.throughput_rps)
+        return m, fitted
 
     def add(config: str, point: tuple[int, int, int], m, description: str, check: dict | None,
             fitted: tuple[float, float]) -> None:
@@ -238,8 +265,9 @@ def inprocess_rows(recorder: Recorder, st_model, onnx: dict[str, Path | None], e
 
     if "sentence-transformers" in plan.groups:
         for point in points:
-            warmup, duration = fitted = window("sentence-transformers", point)
-            m = inprocess.run_sentence_transformers(st_model, inputs.sentences, point[1], duration, warmup)
+            m, fitted = measured("sentence-transformers", point, lambda duration, warmup, point=point:
+                                 inprocess.run_sentence_transformers(st_model, inputs.sentences, point[1], duration,
+                                                                     warmup))
             add("sentence-transformers", point, m,
                 "SentenceTransformer.encode (PyTorch), one call of `concurrency` sentences (ideal batching); batch mix: "
                 "calls of 32", None, fitted)
@@ -265,8 +293,9 @@ def inprocess_rows(recorder: Recorder, st_model, onnx: dict[str, Path | None], e
             recorder.stopped(config, f"ONNX Runtime could not run {path.name}: {type(exc).__name__}: {exc}")
             continue
         for point in points:
-            warmup, duration = fitted = window(config, point)
-            m = inprocess.run_onnxruntime_text(session, encoder, inputs.sentences, point[1], duration, warmup)
+            m, fitted = measured(config, point, lambda duration, warmup, point=point, session=session:
+                                 inprocess.run_onnxruntime_text(session, encoder, inputs.sentences, point[1],
+                                                                duration, warmup))
             add(config, point, m, f"ONNX Runtime {precision.upper()} ({path.name}"
                 + (f"; {onnx['int8_source']}" if precision == "int8" else "") + ") with tokenization, "
                 "one call of `concurrency` sentences (ideal batching); batch mix: calls of 32", check, fitted)

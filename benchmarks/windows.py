@@ -34,14 +34,26 @@ class WindowPolicy:
 
 
 class RateBook:
-    """The best sentences/s each configuration reached so far, to size its next point's window."""
+    """The rates each configuration reached so far, to size its next window: the last point's is the estimate (on
+    a CPU a configuration's rate often falls as concurrency grows, so its best rate would size windows too short)."""
 
     def __init__(self):
         self._best: dict[str, float] = {}
+        self._last: dict[str, float] = {}
 
     def best(self, config: str) -> float | None:
         return self._best.get(config)
 
+    def last(self, config: str) -> float | None:
+        return self._last.get(config)
+
     def note(self, config: str, sentences_per_s: float) -> None:
+        self._last[config] = sentences_per_s
         if sentences_per_s > self._best.get(config, 0.0):
             self._best[config] = sentences_per_s
+
+
+def refit_rate(measured_sentences_per_s: float) -> float:
+    """The rate to size a second window with, after a first one completed too few requests: the rate just measured,
+    or, when nothing completed, a rate so low that the window reaches its cap."""
+    return measured_sentences_per_s if measured_sentences_per_s > 0 else 1e-6

@@ -160,6 +160,10 @@ def test_windows_stretch_to_the_points_request_time_within_the_cap():
     book = RateBook()
     book.note("infinity", 20.0), book.note("infinity", 12.0), book.note("fastapi", 5.0)
     assert book.best("infinity") == 20.0 and book.best("triton") is None
+    assert book.last("infinity") == 12.0  # the estimate for its next point: rates fall with concurrency on a CPU
+    from benchmarks.windows import refit_rate
+    assert policy.fit(64, 1, refit_rate(0.0)) == (8.0, 24.0)  # nothing completed: the second window is the cap
+    assert policy.fit(64, 1, refit_rate(24.0)) == (4.0, 13.33)  # 2.7 s per request measured: 5 of them
     report_row = row("triton-grpc-text", "triton", 64, 10, 5, 8, requests=100)
     from benchmarks.compare_minilm_report import enough_requests
     assert not enough_requests(report_row) and enough_requests(row("sentence-transformers", "in-process", 64, 1, 1, 1,
