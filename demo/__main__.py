@@ -28,7 +28,9 @@ from demo.report import write_report
 
 
 def _interrupt(_signum, _frame) -> None:
-    """SIGTERM stops the demo the same way Ctrl-C does: every ``with`` block shuts its server down."""
+    """SIGTERM and SIGINT stop the demo the way Ctrl-C does: every ``with`` block shuts its server down. SIGINT gets
+    this handler too because a process started in the background by a shell inherits SIGINT ignored, and Python then
+    leaves it ignored (the demo test's Ctrl-C did nothing when the suite ran from a background job)."""
     raise KeyboardInterrupt
 
 
@@ -74,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     system_packages.ensure("demo")  # seconds, before any work: Prometheus is needed only at step 5
     config = load_config(DemoConfig, args.config, {"load.duration_s": args.load_duration})
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     check_ports(config)
     started = time.monotonic()
     total = 6
