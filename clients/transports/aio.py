@@ -89,8 +89,8 @@ class AsyncTransport:
         # the attempt's deadline travels to the server too: the CPU runtimes drop requests that reach them after it
         # (Triton 2.51 cannot bound their queues; see builders/runtime/onnx_model.py)
         extra["parameters"] = {"deadline_unix_ms": int((time.time() + deadline) * 1000)}
-        call = getattr(self._client(), "infer")(model, infer_inputs, model_version=version, outputs=requested, **extra,
-                                                **self.adapter.infer_deadline_kwargs(deadline))
+        call = self._client().infer(model, infer_inputs, model_version=version, outputs=requested, **extra,
+                                    **self.adapter.infer_deadline_kwargs(deadline))
         if self.protocol != "grpc":
             result = await call
         else:
